@@ -46,12 +46,22 @@ def llama_simulator():
     backend.close()
 
 
+def drain(gen):
+    """Consume a backend stream: (the text chunks, the `Completion` it returned)."""
+    chunks = []
+    while True:
+        try:
+            chunks.append(next(gen))
+        except StopIteration as done:
+            return chunks, done.value
+
+
 def run_zsl(*args: str, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
     """Run the real `zsl` entry point in a subprocess (the way a user does)."""
     full_env = os.environ | (env or {})
     return subprocess.run(
         [sys.executable, "-m", "zerosearch_lite.cli", *args],
-        capture_output=True, text=True, env=full_env, timeout=timeout,
+        check=False, capture_output=True, text=True, env=full_env, timeout=timeout,
     )
 
 

@@ -8,8 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import run_zsl
+
 from zerosearch_lite.agent.schema import TrajectoryModel
 from zerosearch_lite.agent.store import SessionStore
 
@@ -20,13 +20,13 @@ pytestmark = pytest.mark.integration
 def offline(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
     """Run zsl with sockets refused in-process, and in an empty network namespace where allowed."""
     env = {"PYTHONPATH": NETGUARD, "HF_HUB_OFFLINE": "1"}
-    if shutil.which("unshare") and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0:
+    if shutil.which("unshare") and subprocess.run(["unshare", "-n", "true"], check=False, capture_output=True).returncode == 0:
         import os
         import sys
 
         return subprocess.run(
             ["unshare", "-n", sys.executable, "-m", "zerosearch_lite.cli", *args],
-            capture_output=True, text=True, env=os.environ | env, timeout=timeout,
+            check=False, capture_output=True, text=True, env=os.environ | env, timeout=timeout,
         )
     return run_zsl(*args, env=env, timeout=timeout)
 

@@ -1,5 +1,5 @@
 from zerosearch_lite.agent.protocol import parse_turn, protocol_grammar, render_information
-from zerosearch_lite.agent.types import Answer, Invalid, Search, Think
+from zerosearch_lite.agent.types import Answer, Invalid
 from zerosearch_lite.simulator.types import Doc
 
 

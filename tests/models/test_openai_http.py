@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from conftest import drain
 
 from zerosearch_lite.errors import ZslError
-from zerosearch_lite.models.backends.base import Completion, SamplingParams
+from zerosearch_lite.models.backends.base import SamplingParams
 from zerosearch_lite.models.backends.openai_http import OpenAIBackend
 from zerosearch_lite.models.loading import load_backend
 
@@ -35,13 +36,13 @@ class CannedServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            def do_GET(self) -> None:
                 if self.path != "/v1/models" or server.mode == "no-models":
                     return self.send(404, b'{"error": {"message": "not found"}}')
                 models = {"object": "list", "data": [{"id": "served-model", "max_model_len": 2048}]}
                 self.send(200, json.dumps(models).encode())
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.requests.append((self.path, body, dict(self.headers)))
                 if self.path != "/v1/completions":
@@ -111,15 +112,6 @@ def make_server() -> Iterator:
 @pytest.fixture
 def server(make_server) -> CannedServer:
     return make_server()
-
-
-def drain(gen: Generator[str, None, Completion]) -> tuple[list[str], Completion]:
-    chunks = []
-    while True:
-        try:
-            chunks.append(next(gen))
-        except StopIteration as done:
-            return chunks, done.value
 
 
 def closed_port() -> int:

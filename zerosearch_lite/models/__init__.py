@@ -7,4 +7,4 @@ from .backends.base import Completion, GenerationBackend, SamplingParams
 from .loading import load_backend
 from .spec import ResolvedModel, resolve_model
 
-__all__ = ["Completion", "GenerationBackend", "SamplingParams", "ResolvedModel", "load_backend", "resolve_model"]
+__all__ = ["Completion", "GenerationBackend", "ResolvedModel", "SamplingParams", "load_backend", "resolve_model"]

@@ -3,8 +3,8 @@ and Hugging Face cache entries (no network: the cache is scanned, nothing is dow
 
 from __future__ import annotations
 
-from ..errors import ZslError
 from .. import paths
+from ..errors import ZslError
 from .spec import ResolvedModel, resolve_model
 
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 DOC_MARKER = re.compile(r"(?im)^[\s*#>-]*(?:\*\*)?\s*doc(?:ument)?\s*(\d+)\s*(?:\*\*)?\s*[:.)\]-]\s*")
 NUMBERED = re.compile(r"(?m)^\s*(?:\[(\d+)\]|(\d+)[.)])\s+")
-PAREN_TITLE = re.compile(r"^\(([^()]{1,80})\)\s*[:.-]?\s*(.+)$", re.S)
-COLON_TITLE = re.compile(r"^([^:.!?]{2,60}):\s+(.+)$", re.S)
-QUOTED_TITLE = re.compile(r'^"([^"\n]{1,100})"\s*\n(.+)$', re.S)
+PAREN_TITLE = re.compile(r"^\(([^()]{1,80})\)\s*[:.-]?\s*(.+)$", re.DOTALL)
+COLON_TITLE = re.compile(r"^([^:.!?]{2,60}):\s+(.+)$", re.DOTALL)
+QUOTED_TITLE = re.compile(r'^"([^"\n]{1,100})"\s*\n(.+)$', re.DOTALL)
 MIN_WORDS = 3
 
 

@@ -9,7 +9,15 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 
-from .base import CHATML_TEMPLATE, Completion, GenerationBackend, Message, SamplingParams, cut_at_stop, render_chat_template
+from .base import (
+    CHATML_TEMPLATE,
+    Completion,
+    GenerationBackend,
+    Message,
+    SamplingParams,
+    cut_at_stop,
+    render_chat_template,
+)
 
 Response = str | Callable[[str], str]
 

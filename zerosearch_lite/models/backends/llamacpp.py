@@ -15,7 +15,14 @@ from pathlib import Path
 
 from ...errors import ZslError
 from ..spec import ResolvedModel
-from .base import CHATML_TEMPLATE, Completion, GenerationBackend, Message, SamplingParams, render_chat_template
+from .base import (
+    CHATML_TEMPLATE,
+    Completion,
+    GenerationBackend,
+    Message,
+    SamplingParams,
+    render_chat_template,
+)
 
 
 def default_threads() -> int:

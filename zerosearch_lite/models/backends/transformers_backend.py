@@ -28,6 +28,7 @@ from .base import (
     render_chat_template,
 )
 
+
 class TransformersBackend(GenerationBackend):
     supports_grammar = False
 
