@@ -12,6 +12,7 @@ from .errors import ZslError
 from .models.commands import models_command
 from .simulator.commands import search_command, serve_command
 from .train_lite.commands import sim_app
+from .train_lite.grpo_commands import train_app
 
 app = typer.Typer(
     name="zsl",
@@ -26,6 +27,7 @@ app.command("serve")(serve_command)
 app.command("models")(models_command)
 app.command("history")(history_command)
 app.add_typer(sim_app, name="sim")
+app.add_typer(train_app, name="train")
 
 
 def main() -> None:

@@ -13,18 +13,45 @@ from collections.abc import Callable, Iterator
 
 from ..models.backends.base import GenerationBackend, SamplingParams
 from ..simulator.engine import SearchEngine
-from ..simulator.types import SearchContext
+from ..simulator.types import SearchContext, SearchResult
 from .config import AgentConfig
 from .protocol import (
     RETRY_MESSAGE,
     STOP_SEQUENCES,
+    ProtocolConstraint,
     closing_tag,
     parse_turn,
     protocol_grammar,
     render_information,
     user_message,
 )
-from .types import AgentEvent, Answer, Invalid, Search, Segment, Think, Trajectory
+from .types import AgentEvent, Answer, Invalid, Search, Segment, Step, Trajectory
+
+
+def apply_turn(traj: Trajectory, text: str, finish_reason: str) -> list[Step]:
+    """Record one generated turn: its segment, think steps and the final action (Search, Answer or Invalid).
+
+    An answer finishes the trajectory; an invalid turn appends the retry hint. A search is recorded here
+    and gets its documents from `apply_search`. Shared by the agent loop and the trainer's batched rollouts,
+    so training and inference build the same transcript.
+    """
+    traj.turns += 1
+    steps = parse_turn(text, finish_reason)
+    action = steps[-1]
+    traj.segments.append(Segment(text + closing_tag(action), generated=True))
+    traj.steps.extend(steps)
+    if isinstance(action, Answer):
+        traj.answer, traj.finished, traj.stop_reason = action.text, True, "answer"
+    elif isinstance(action, Invalid):
+        traj.segments.append(Segment(RETRY_MESSAGE, generated=False))
+    return steps
+
+
+def apply_search(traj: Trajectory, action: Search, result: SearchResult) -> None:
+    """Attach a search's documents and append the <information> block the policy reads next."""
+    action.docs, action.mode, action.cache_hit = result.docs, result.mode, result.cache_hit
+    action.seconds, action.warnings = result.seconds, result.warnings
+    traj.segments.append(Segment(render_information(result.docs), generated=False))
 
 
 class Agent:
@@ -40,15 +67,27 @@ class Agent:
         self.engine = engine
         self.config = config or AgentConfig()
         mode = self.config.grammar
-        self.use_grammar = policy.supports_grammar and (mode == "on" or (mode == "auto" and grammar_default))
+        wanted = mode == "on" or (mode == "auto" and grammar_default)
+        # llama.cpp takes the protocol as a GBNF grammar; other backends as a token-mask constraint.
+        self.use_grammar = wanted and policy.supports_grammar
+        self.use_constraint = wanted and not policy.supports_grammar
+
+    def _turn_rules(self, turn: int, searches: int) -> tuple[bool, bool]:
+        """(search allowed, answer allowed) this turn: the last turn must answer; answers need min_searches."""
+        last_turn = turn == self.config.max_turns - 1
+        return not last_turn, last_turn or searches >= self.config.min_searches
 
     def _grammar(self, turn: int, searches: int) -> str | None:
         if not self.use_grammar:
             return None
-        last_turn = turn == self.config.max_turns - 1
-        return protocol_grammar(
-            allow_search=not last_turn, allow_answer=last_turn or searches >= self.config.min_searches
-        )
+        allow_search, allow_answer = self._turn_rules(turn, searches)
+        return protocol_grammar(allow_search=allow_search, allow_answer=allow_answer)
+
+    def _constraint(self, turn: int, searches: int) -> ProtocolConstraint | None:
+        if not self.use_constraint:
+            return None
+        allow_search, allow_answer = self._turn_rules(turn, searches)
+        return ProtocolConstraint.for_budget(self.config.max_tokens_per_turn, allow_search, allow_answer)
 
     def run(self, question: str, *, seed: int | None = None, context: SearchContext | None = None) -> Trajectory:
         for event in self.events(question, seed=seed, context=context):
@@ -86,6 +125,7 @@ class Agent:
                 stop=STOP_SEQUENCES,
                 seed=None if seed is None else seed + turn,
                 grammar=self._grammar(turn, len(traj.searches)),
+                constraint=self._constraint(turn, len(traj.searches)),
             )
             stream = self.policy.stream(transcript, params)
             while True:
@@ -102,32 +142,21 @@ class Agent:
             if completion is None:
                 traj.stop_reason = "cancelled"
                 break
-            traj.turns += 1
             traj.usage.add(completion.prompt_tokens, completion.completion_tokens, completion.cached_prompt_tokens)
-            steps = parse_turn(completion.text, completion.finish_reason)
+            steps = apply_turn(traj, completion.text, completion.finish_reason)
             action = steps[-1]
-            traj.segments.append(Segment(completion.text + closing_tag(action), generated=True))
-            for step in steps:
-                if isinstance(step, Think):
-                    traj.steps.append(step)
-                    yield AgentEvent("think", text=step.text, step=step)
+            for step in steps[:-1]:
+                yield AgentEvent("think", text=step.text, step=step)
             if isinstance(action, Answer):
-                traj.steps.append(action)
-                traj.answer, traj.finished, traj.stop_reason = action.text, True, "answer"
                 yield AgentEvent("answer", text=action.text, step=action)
                 break
             if isinstance(action, Invalid):
-                traj.steps.append(action)
                 yield AgentEvent("error", text=action.reason, step=action)
-                traj.segments.append(Segment(RETRY_MESSAGE, generated=False))
                 continue
             assert isinstance(action, Search)
             yield AgentEvent("search_started", text=action.query, step=action)
             result = self.engine.lookup([action.query], cfg.k, mode=cfg.search_mode, context=context)[0]
-            action.docs, action.mode, action.cache_hit = result.docs, result.mode, result.cache_hit
-            action.seconds, action.warnings = result.seconds, result.warnings
-            traj.steps.append(action)
-            traj.segments.append(Segment(render_information(result.docs), generated=False))
+            apply_search(traj, action, result)
             yield AgentEvent("docs", step=action)
         else:
             traj.stop_reason = "max_turns"

@@ -114,3 +114,75 @@ def protocol_grammar(
         f"think ::= [^<\\n]{{1,{think_chars}}}\n"
         f"query ::= [^<\\n]{{1,{query_chars}}}\n"
     )
+
+
+class ProtocolConstraint:
+    """The turn structure of `protocol_grammar` as a `TextConstraint`, for backends without GBNF
+    (transformers): <think> free text </think>, newline, then <search> or <answer> free text and its
+    closing tag. Free text excludes '<' and newlines, as in the grammar."""
+
+    excluded = "<\n"
+
+    def __init__(self, allow_search: bool = True, allow_answer: bool = True, think_chars: int = 240,
+                 query_chars: int = 80):
+        if not (allow_search or allow_answer):
+            raise ValueError("a turn must allow a search or an answer")
+        self.actions = [tag for tag, ok in (("search", allow_search), ("answer", allow_answer)) if ok]
+        self.think_chars, self.query_chars = think_chars, query_chars
+
+    @classmethod
+    def for_budget(cls, max_tokens: int, allow_search: bool = True, allow_answer: bool = True) -> ProtocolConstraint:
+        """Limits that let a turn close within `max_tokens` (about 4 characters a token, ~30 tag tokens)."""
+        room = max(max_tokens - 30, 8) * 4
+        query = min(80, max(16, room // 3))
+        return cls(allow_search, allow_answer, think_chars=min(240, max(16, room - query)), query_chars=query)
+
+    @staticmethod
+    def _literal(text: str, pos: int, literal: str):
+        """(new position, None) when `literal` is fully at pos; (None, options) when text ends inside it."""
+        from ..models.backends.constraint import Options
+
+        rest = text[pos:]
+        if rest.startswith(literal):
+            return pos + len(literal), None
+        if literal.startswith(rest):
+            return None, Options(literals=(literal[len(rest):],))
+        return None, Options(dead=True)
+
+    def _free(self, text: str, pos: int, limit: int, closing: str):
+        from ..models.backends.constraint import Options
+
+        end = next((i for i in range(pos, len(text)) if text[i] in self.excluded), len(text))
+        if end == len(text):  # still inside the free text
+            length = end - pos
+            return None, Options(free=length < limit, literals=(closing,) if length else ())
+        if end == pos:
+            return None, Options(dead=True)
+        return end, None
+
+    def options(self, text: str):
+        from ..models.backends.constraint import Options
+
+        pos, early = self._literal(text, 0, "<think>")
+        if early:
+            return early
+        pos, early = self._free(text, pos, self.think_chars, "</think>\n")
+        if early:
+            return early
+        pos, early = self._literal(text, pos, "</think>\n")
+        if early:
+            return early
+        found = []
+        for tag in self.actions:
+            p, early = self._literal(text, pos, f"<{tag}>")
+            if early is None:
+                p, early = self._free(text, p, self.query_chars, f"</{tag}>")
+            if early is None:
+                p, early = self._literal(text, p, f"</{tag}>")
+            found.append(early or Options(done=True))
+        live = [o for o in found if not o.dead]
+        if not live:
+            return Options(dead=True)
+        if any(o.done for o in live):
+            return Options(done=True)
+        return Options(free=any(o.free for o in live), literals=tuple(dict.fromkeys(l for o in live for l in o.literals)))

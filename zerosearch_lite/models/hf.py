@@ -59,6 +59,9 @@ def load_causal_lm(
     """The model on `device` (default: CUDA when available), fp32 on CPU and bf16 on a GPU by default."""
     import torch
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own progress display owns the terminal
 
     folder, gguf_file = locate(model)
     if dtype is not None and dtype not in DTYPES:

@@ -28,6 +28,22 @@ class SearchEngine(abc.ABC):
     ) -> list[SearchResult]:
         """One `SearchResult` per query, in order."""
 
+    def lookup_requests(
+        self, requests: Sequence[tuple[str, Mode, SearchContext | None]], k: int = 5
+    ) -> list[SearchResult]:
+        """Like `lookup`, with a mode and context per query (mixed useful/noisy searches of a training
+        batch). This default asks `lookup` once per distinct (mode, context); engines that batch better
+        override it."""
+        results: list[SearchResult | None] = [None] * len(requests)
+        groups: dict[tuple, list[int]] = {}
+        for i, (_, mode, context) in enumerate(requests):
+            groups.setdefault((mode, context), []).append(i)
+        for (mode, context), indices in groups.items():
+            found = self.lookup([requests[i][0] for i in indices], k, mode=mode, context=context)
+            for i, result in zip(indices, found, strict=True):
+                results[i] = result
+        return [r for r in results if r is not None]
+
     def search(
         self,
         queries: Sequence[str],

@@ -27,14 +27,16 @@ def build_engine(
     url: str | None = None,
     cache_path: str | Path | None = None,
     use_cache: bool = True,
+    backend_options: dict | None = None,
 ) -> SearchEngine:
+    """`backend_options` go to the simulator's backend (e.g. `load_in_4bit` for transformers)."""
     if kind == "simulated":
         from .. import paths
         from ..models.loading import load_backend
         from .cache import DocumentCache
         from .simulated import SimulatedSearchEngine
 
-        backend = load_backend(simulator, simulator_backend, adapter=adapter)  # type: ignore[arg-type]
+        backend = load_backend(simulator, simulator_backend, adapter=adapter, **(backend_options or {}))  # type: ignore[arg-type]
         cache = DocumentCache(cache_path or paths.cache_db()) if use_cache else None
         return SimulatedSearchEngine(backend, preset=preset, cache=cache, structured=structured)
     if kind == "corpus":

@@ -43,6 +43,8 @@ def collect_command(
     preset: Annotated[str, typer.Option(help="Simulation prompt preset of the SFT rows: zsl or zerosearch.")] = "zsl",
     k: Annotated[int, typer.Option("-k", min=1, max=20)] = 5,
     max_turns: Annotated[int, typer.Option(min=2, max=16)] = 3,
+    max_tokens_per_turn: Annotated[int, typer.Option(min=16, help="New tokens the policy may write per turn.")] = 256,
+    grammar: Annotated[str, typer.Option(help="Protocol-constrained decoding: auto (on for the embedded model), on, off.")] = "auto",
     seed: int = 0,
     question_field: str = "question",
     answers_field: str = "golden_answers",
@@ -62,8 +64,11 @@ def collect_command(
     err.print(dataset.summary())
     engine = build_engine("http" if url else "corpus", corpus=corpus, url=url)
     model = resolve_model(policy)
-    agent = Agent(load_backend(model), engine, AgentConfig(k=k, max_turns=max_turns, seed=seed),
-                  grammar_default=model.source == "embedded")
+    if grammar not in ("auto", "on", "off"):
+        raise ZslError(f"--grammar must be auto, on or off, not {grammar!r}")
+    config = AgentConfig(k=k, max_turns=max_turns, max_tokens_per_turn=max_tokens_per_turn, seed=seed,
+                         grammar=grammar)  # type: ignore[arg-type]
+    agent = Agent(load_backend(model), engine, config, grammar_default=model.source == "embedded")
     with _progress() as progress:
         task = progress.add_task("collect", total=len(dataset), info="")
 

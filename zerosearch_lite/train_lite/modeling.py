@@ -39,17 +39,35 @@ def load_base(model: ResolvedModel | str, *, load_in_4bit: bool | None = None, g
     if load_in_4bit and model.format == "gguf":
         raise ZslError("4-bit loading needs a Hugging Face model folder, not a GGUF file")
     base = hf.load_causal_lm(model, load_in_4bit=load_in_4bit)
-    if gradient_checkpointing if gradient_checkpointing is not None else on_cuda:
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        base.config.use_cache = False
+    checkpointing = gradient_checkpointing if gradient_checkpointing is not None else on_cuda
+    kwargs = {"use_reentrant": False}
     if load_in_4bit:
         from peft import prepare_model_for_kbit_training
 
-        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=True)
+        base = prepare_model_for_kbit_training(
+            base, use_gradient_checkpointing=checkpointing, gradient_checkpointing_kwargs=kwargs
+        )
+        # peft upcasts embeddings and norms to fp32, which makes the whole residual stream (activations,
+        # KV cache) fp32; back to bf16 halves both (RMSNorm computes in fp32 internally anyway).
+        for param in base.parameters():
+            if param.dtype == torch.float32:
+                param.data = param.data.to(torch.bfloat16)
+    elif checkpointing:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    if checkpointing:
+        base.config.use_cache = False
     return base
 
 
 def add_lora(base, settings: LoraSettings, adapter_dir: str | Path | None = None):
+    import warnings
+
+    with warnings.catch_warnings():  # peft reads an attribute transformers renamed; nothing for users to do
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return _add_lora(base, settings, adapter_dir)
+
+
+def _add_lora(base, settings: LoraSettings, adapter_dir: str | Path | None):
     from peft import LoraConfig, PeftModel, get_peft_model
 
     if adapter_dir is not None and Path(adapter_dir, "adapter_config.json").is_file():

@@ -10,6 +10,7 @@ import abc
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 Message = dict[str, str]
 
@@ -29,6 +30,7 @@ class SamplingParams:
     n: int = 1
     grammar: str | None = None  # GBNF text; applied by backends whose `supports_grammar` is true
     repeat_penalty: float = 1.0  # >1 discourages repeating recent tokens (llama.cpp, transformers)
+    constraint: Any = None  # a `constraint.TextConstraint`, applied by backends without GBNF (transformers)
 
     def with_seed(self, offset: int) -> SamplingParams:
         return replace(self, seed=None if self.seed is None else self.seed + offset)

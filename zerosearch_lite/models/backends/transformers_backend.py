@@ -135,10 +135,27 @@ class TransformersBackend(GenerationBackend):
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if params.repeat_penalty != 1.0:
             kwargs["repetition_penalty"] = params.repeat_penalty
-        stops = [s for s in params.stop if s]
+        if params.constraint is not None:
+            from transformers import LogitsProcessorList
+
+            from .constraint import ConstraintLogitsProcessor
+
+            kwargs["logits_processor"] = LogitsProcessorList(
+                [ConstraintLogitsProcessor(params.constraint, self.tokenizer, width)]
+            )
+        stops = tuple(s for s in params.stop if s)
         if stops:
-            kwargs.update(stop_strings=stops, tokenizer=self.tokenizer)
+            kwargs["stopping_criteria"] = self._stop_criteria(stops)
         return kwargs
+
+    def _stop_criteria(self, stops: tuple[str, ...]) -> Any:
+        """transformers' stop-string matcher, built once per stop set (building it scans the vocabulary)."""
+        from transformers import StoppingCriteriaList, StopStringCriteria
+
+        cache = self.__dict__.setdefault("_stop_cache", {})
+        if stops not in cache:
+            cache[stops] = StoppingCriteriaList([StopStringCriteria(self.tokenizer, list(stops))])
+        return cache[stops]
 
     def _finish(self, new_tokens: list[int], params: SamplingParams, limit: int) -> tuple[str, str, int]:
         """Text, finish reason and token count of one row of generated ids (trailing EOS/padding removed)."""

@@ -1,0 +1,89 @@
+"""The training commands as a user runs them: `zsl sim collect → sft → eval` and `zsl train grpo`, each
+interrupted with Ctrl-C (SIGINT) mid-run and continued, on a tiny random policy/simulator (integration)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import DATA, run_zsl
+from zerosearch_lite.train_lite.metrics import read_metrics
+
+pytestmark = pytest.mark.integration
+
+
+def start_zsl(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "zerosearch_lite.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=os.environ | {"HF_HUB_OFFLINE": "1"})
+
+
+def interrupt_when(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float = 600) -> tuple[int, str]:
+    """Send SIGINT once `ready()` holds (or let the process finish first); returns (exit code, stderr)."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if ready():
+            proc.send_signal(signal.SIGINT)
+            break
+        time.sleep(0.2)
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err
+
+
+def lines(path: Path) -> int:
+    return sum(1 for _ in path.open()) if path.exists() else 0
+
+
+def test_sim_collect_sft_eval_chain_with_interruptions(tmp_path, tiny_model_dir):
+    collect_dir, sft_dir = tmp_path / "collect", tmp_path / "sft"
+    collect = ["sim", "collect", "--data", str(DATA / "hotpot_small.jsonl"), "--corpus",
+               str(DATA / "corpus_small.jsonl"), "--out", str(collect_dir), "--policy", str(tiny_model_dir),
+               "--limit", "4", "--max-turns", "2", "-k", "2", "--labelling", "contains", "--grammar", "on",
+               "--max-tokens-per-turn", "40"]
+    code, err = interrupt_when(start_zsl(*collect), lambda: lines(collect_dir / "trajectories.jsonl") >= 1)
+    assert code in (0, 130), err
+    done_before = lines(collect_dir / "trajectories.jsonl")
+    resumed = run_zsl(*collect)
+    assert resumed.returncode == 0, resumed.stderr
+    assert lines(collect_dir / "trajectories.jsonl") == 4 and f"({done_before} already done)" in resumed.stdout
+    ids = [json.loads(line)["question_id"] for line in (collect_dir / "trajectories.jsonl").open()]
+    assert len(set(ids)) == 4  # nothing collected twice
+
+    sft = ["sim", "sft", "--data", str(collect_dir / "sft.jsonl"), "--out", str(sft_dir), "--model",
+           str(tiny_model_dir), "--max-steps", "6", "--batch-size", "2", "--max-length", "256", "--save-every", "2",
+           "--lr", "1e-3"]
+    code, err = interrupt_when(start_zsl(*sft), lambda: lines(sft_dir / "metrics.jsonl") >= 3)
+    assert code in (0, 130), err
+    resumed = run_zsl(*sft)
+    assert resumed.returncode == 0, resumed.stderr
+    assert (sft_dir / "adapter" / "adapter_config.json").is_file() and (sft_dir / "merged" / "config.json").is_file()
+    steps = [json.loads(line)["step"] for line in (sft_dir / "metrics.jsonl").open()]
+    assert steps[-1] == 6 and set(range(1, 7)) <= set(steps)
+
+    evaluated = run_zsl("sim", "eval", "--data", str(DATA / "hotpot_small.jsonl"), "--base", str(tiny_model_dir),
+                        "--adapter", str(sft_dir / "adapter"), "--offset", "4", "--limit", "2", "-k", "2")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "usefulness gap" in evaluated.stdout and "base" in evaluated.stdout and "adapter" in evaluated.stdout
+
+
+def test_train_grpo_interrupted_then_resumed_has_every_step_once(tmp_path, tiny_model_dir):
+    run = tmp_path / "run"
+    args = ["train", "grpo", "--data", str(DATA / "hotpot_small.jsonl"), "--out", str(run), "--policy",
+            str(tiny_model_dir), "--engine", "corpus", "--corpus", str(DATA / "corpus_small.jsonl"), "--steps", "4",
+            "--batch-questions", "2", "-G", "2", "--max-turns", "2", "--max-tokens-per-turn", "16", "-k", "2",
+            "--save-every", "1"]
+    code, err = interrupt_when(start_zsl(*args), lambda: len(read_metrics(run)) >= 1)
+    assert code == 130 and "--resume" in err, err
+    assert run_zsl(*args).returncode == 1  # a second start refuses to overwrite the run
+    resumed = run_zsl("train", "grpo", "--resume", str(run))
+    assert resumed.returncode == 0, resumed.stderr
+    assert [row.step for row in read_metrics(run)] == [1, 2, 3, 4]
+    shown = run_zsl("train", "show", str(run))
+    assert shown.returncode == 0 and "4 steps" in shown.stdout

@@ -1,0 +1,90 @@
+"""Per-step training metrics of a run, stored in `RUN_DIR/metrics.db` (SQLite, WAL).
+
+One row per optimizer step, keyed by `step`, written with upsert: a step that is re-run after a resume
+replaces its row instead of duplicating it, and a reader (the TUI's Training screen, `zsl train show`)
+can poll the file while the trainer writes. Columns are the `StepMetrics` fields; a field added later is
+added to the table by `alter=True`, so old run directories stay readable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import sqlite_utils
+from pydantic import BaseModel
+
+from ..storage import open_db, utc_now
+
+METRICS_FILE = "metrics.db"
+
+
+class StepMetrics(BaseModel):
+    """What one GRPO (or SFT) step reports. Optional fields are absent for trainers that lack them."""
+
+    step: int
+    reward_mean: float | None = None
+    reward_std: float | None = None
+    noise_p: float | None = None
+    kl: float | None = None
+    loss: float | None = None
+    response_tokens: float | None = None  # mean policy-generated tokens per trajectory
+    searches_per_question: float | None = None
+    answered_share: float | None = None
+    zero_variance_groups: int | None = None
+    pool_size: int | None = None
+    pool_share: float | None = None  # share of the effective batch drawn from the recycle pool
+    recovered: int | None = None  # pool questions that showed reward variance again (cumulative)
+    cache_hit_rate: float | None = None
+    rollout_seconds: float | None = None
+    update_seconds: float | None = None
+    lr: float | None = None
+    time: str | None = None
+
+
+def _create_metrics(db: sqlite_utils.Database) -> None:
+    db["metrics"].create({"step": int, "time": str}, pk="step")
+
+
+MIGRATIONS = [_create_metrics]
+
+
+class MetricsStore:
+    """Append (or replace) step rows; read them back in step order."""
+
+    def __init__(self, run_dir: str | Path):
+        self.path = Path(run_dir) / METRICS_FILE
+        self.db = open_db(self.path, MIGRATIONS)
+
+    def write(self, row: StepMetrics) -> None:
+        record = row.model_dump()
+        record["time"] = record["time"] or utc_now()
+        with self.db.conn:
+            self.db["metrics"].upsert(record, pk="step", alter=True)
+
+    def truncate_after(self, step: int) -> int:
+        """Drop rows past `step` (a resume from an earlier checkpoint re-runs them); returns how many."""
+        with self.db.conn:
+            cursor = self.db.execute("DELETE FROM metrics WHERE step > ?", [step])
+        return cursor.rowcount
+
+    def rows(self) -> list[StepMetrics]:
+        return list(self.iter_rows())
+
+    def iter_rows(self, after: int = -1) -> Iterator[StepMetrics]:
+        for record in self.db.query("SELECT * FROM metrics WHERE step > ? ORDER BY step", [after]):
+            yield StepMetrics.model_validate(record)
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+
+def read_metrics(run_dir: str | Path) -> list[StepMetrics]:
+    """All rows of a run directory, or [] when it has none yet (for readers that poll)."""
+    if not (Path(run_dir) / METRICS_FILE).exists():
+        return []
+    store = MetricsStore(run_dir)
+    try:
+        return store.rows()
+    finally:
+        store.close()
