@@ -13,6 +13,7 @@ from .models.commands import models_command
 from .simulator.commands import search_command, serve_command
 from .train_lite.commands import sim_app
 from .train_lite.grpo_commands import train_app
+from .tui.command import tui_command
 
 app = typer.Typer(
     name="zsl",
@@ -26,6 +27,7 @@ app.command("search")(search_command)
 app.command("serve")(serve_command)
 app.command("models")(models_command)
 app.command("history")(history_command)
+app.command("tui")(tui_command)
 app.add_typer(sim_app, name="sim")
 app.add_typer(train_app, name="train")
 

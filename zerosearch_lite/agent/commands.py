@@ -11,53 +11,44 @@ from rich.markup import escape
 from .. import paths
 from ..console import err, out
 from ..errors import ZslError
-
-Engine = Annotated[str, typer.Option("--engine", "-e", help="Search engine: simulated, corpus or http.")]
-Policy = Annotated[str, typer.Option("--policy", "-p", help="Policy model: embedded, a .gguf, a folder, a hub id or a URL.")]
-Simulator = Annotated[str, typer.Option("--simulator", "-s", help="Simulator model (for --engine simulated).")]
+from . import options
 
 
 def ask_command(
     question: Annotated[str, typer.Argument(help="The question to answer.")],
-    engine: Engine = "simulated",
-    policy: Policy = "embedded",
-    simulator: Simulator = "embedded",
-    simulator_adapter: Annotated[str | None, typer.Option(help="LoRA adapter for the simulator.")] = None,
-    preset: Annotated[str, typer.Option(help="Simulation prompt preset: zsl or zerosearch.")] = "zsl",
-    corpus: Annotated[str | None, typer.Option(help="JSONL corpus for --engine corpus.")] = None,
-    url: Annotated[str | None, typer.Option(help="/retrieve URL for --engine http.")] = None,
+    engine: options.Engine = "simulated",
+    policy: options.Policy = "embedded",
+    simulator: options.Simulator = "embedded",
+    simulator_adapter: options.SimulatorAdapter = None,
+    preset: options.Preset = "zsl",
+    corpus: options.Corpus = None,
+    url: options.Url = None,
     samples: Annotated[int, typer.Option("--samples", "-n", min=1, max=64, help="Trajectories to sample and vote over.")] = 1,
-    k: Annotated[int, typer.Option("-k", min=1, max=20, help="Documents per search.")] = 5,
-    max_turns: Annotated[int, typer.Option(min=1, max=32, help="Turns before the run is cut off.")] = 4,
-    max_tokens: Annotated[int, typer.Option(min=8, help="New tokens per turn.")] = 256,
-    temperature: Annotated[float, typer.Option(min=0.0, max=2.0)] = 0.7,
-    seed: Annotated[int | None, typer.Option(help="Sampling seed (sample i uses seed + 1000·i).")] = None,
-    grammar: Annotated[str, typer.Option(help="Protocol-constrained decoding: auto, on or off.")] = "auto",
-    min_searches: Annotated[int, typer.Option(min=0, help="With the grammar, searches required before answering.")] = 1,
-    cache: Annotated[bool, typer.Option(help="Use the simulated-document cache.")] = True,
-    store: Annotated[bool, typer.Option(help="Save the session to the history store.")] = True,
+    k: options.TopK = 5,
+    max_turns: options.MaxTurns = 4,
+    max_tokens: options.MaxTokens = 256,
+    temperature: options.Temperature = 0.7,
+    seed: options.Seed = None,
+    grammar: options.Grammar = "auto",
+    min_searches: options.MinSearches = 1,
+    cache: options.Cache = True,
+    store: options.Store = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of the live view.")] = False,
 ) -> None:
     """Answer a question: the policy thinks, searches, reads and answers, fully offline."""
-    from pydantic import ValidationError
-
     from ..models.loading import load_backend
     from ..models.spec import resolve_model
     from ..simulator.factory import build_engine
-    from .config import AgentConfig
     from .display import LivePrinter, print_vote
     from .loop import Agent
     from .schema import SampledAnswerModel, TrajectoryModel, VoteModel
     from .session import AskOutcome, ask_events
     from .store import SessionStore
 
-    try:
-        config = AgentConfig(
-            max_turns=max_turns, max_tokens_per_turn=max_tokens, k=k, temperature=temperature, seed=seed,
-            grammar=grammar, min_searches=min_searches,  # type: ignore[arg-type]
-        )
-    except ValidationError as exc:
-        raise ZslError(f"invalid option: {exc.errors()[0]['msg']}") from None
+    config = options.agent_config(
+        max_turns=max_turns, max_tokens=max_tokens, k=k, temperature=temperature, seed=seed, grammar=grammar,
+        min_searches=min_searches,
+    )
     policy_model = resolve_model(policy)
     search_engine = build_engine(
         engine, simulator=simulator, adapter=simulator_adapter, preset=preset, corpus=corpus, url=url,
@@ -72,7 +63,7 @@ def ask_command(
     outcome: AskOutcome | None = None
     for item in ask_events(
         agent, question, samples=samples, store=session_store,
-        policy_name=policy_model.name, engine_name=_engine_label(engine, simulator, corpus, url),
+        policy_name=policy_model.name, engine_name=engine_label(engine, simulator, corpus, url),
     ):
         if isinstance(item, AskOutcome):
             outcome = item
@@ -98,7 +89,8 @@ def ask_command(
         err.print(f"[dim]saved as session {outcome.session_id} in {paths.sessions_db()}[/]")
 
 
-def _engine_label(engine: str, simulator: str, corpus: str | None, url: str | None) -> str:
+def engine_label(engine: str, simulator: str, corpus: str | None, url: str | None) -> str:
+    """How a session names its search engine: `simulated:<model>`, `corpus:<file>` or `http:<url>`."""
     return {"simulated": f"simulated:{simulator}", "corpus": f"corpus:{corpus}", "http": f"http:{url}"}.get(engine, engine)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -49,9 +50,13 @@ class TransformersBackend(GenerationBackend):
             from peft import PeftModel
 
             try:
-                loaded = PeftModel.from_pretrained(loaded, adapter)
+                with warnings.catch_warnings():  # peft reads a renamed transformers attribute: not the user's concern
+                    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+                    loaded = PeftModel.from_pretrained(loaded, adapter)
             except (OSError, ValueError, KeyError, RuntimeError) as exc:
                 raise ZslError(f"cannot load LoRA adapter {adapter}: {first_line(exc)}") from None
+            if not load_in_4bit:  # inference only: fold the LoRA into the weights, no per-layer extra matmuls
+                loaded = loaded.merge_and_unload()
         loaded.eval()
         model_id = model.model_id + (f"+{Path(adapter).name}" if adapter else "")
         self._setup(loaded, tokenizer, model_id)

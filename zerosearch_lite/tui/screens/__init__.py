@@ -1,0 +1,9 @@
+"""The app's screens, one module each; every screen reaches the runtime through `app.workbench`."""
+
+from .ask import AskScreen
+from .history import HistoryScreen, SessionScreen
+from .models import ModelsScreen
+from .simulator import SimulatorScreen
+from .training import TrainingScreen
+
+__all__ = ["AskScreen", "HistoryScreen", "ModelsScreen", "SessionScreen", "SimulatorScreen", "TrainingScreen"]
