@@ -81,7 +81,9 @@ class Agent:
         if not self.use_grammar:
             return None
         allow_search, allow_answer = self._turn_rules(turn, searches)
-        return protocol_grammar(allow_search=allow_search, allow_answer=allow_answer)
+        limits = ProtocolConstraint.for_budget(self.config.max_tokens_per_turn)  # a turn that can close in budget
+        return protocol_grammar(allow_search=allow_search, allow_answer=allow_answer,
+                                think_chars=limits.think_chars, query_chars=limits.query_chars)
 
     def _constraint(self, turn: int, searches: int) -> ProtocolConstraint | None:
         if not self.use_constraint:
