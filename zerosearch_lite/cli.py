@@ -9,7 +9,7 @@ import typer
 
 from .agent.commands import ask_command, history_command
 from .errors import ZslError
-from .models.commands import models_command
+from .models.commands import export_command, models_command
 from .simulator.commands import search_command, serve_command
 from .train_lite.commands import sim_app
 from .train_lite.grpo_commands import train_app
@@ -26,6 +26,7 @@ app.command("ask")(ask_command)
 app.command("search")(search_command)
 app.command("serve")(serve_command)
 app.command("models")(models_command)
+app.command("export")(export_command)
 app.command("history")(history_command)
 app.command("tui")(tui_command)
 app.add_typer(sim_app, name="sim")

@@ -1,13 +1,19 @@
-"""CLI command `zsl models`: what can be resolved on this machine, with formats, sizes and paths."""
+"""CLI commands of models/: `zsl models` (what resolves on this machine, with formats, sizes and paths) and
+`zsl export` (base + LoRA adapter → verified GGUF with a model card). Thin: options, progress and printing;
+the export itself is in `export.py`."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
-from ..console import out
+from ..console import err, out
+from ..errors import ZslError
+from .export import ExportConfig
 
 
 def models_command(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
@@ -26,3 +32,65 @@ def models_command(as_json: Annotated[bool, typer.Option("--json")] = False) -> 
     for r in rows:
         table.add_row(r.name, r.format, r.source, f"{r.size_bytes / 2**20:.1f} MiB", r.path)
     out.print(table)
+
+
+def _help(field: str) -> str:
+    return ExportConfig.model_fields[field].description or ""
+
+
+def export_command(
+    model: Annotated[str, typer.Argument(help=_help("model"))],
+    to: Annotated[Path, typer.Option("--to", help=_help("out"))],
+    adapter: Annotated[str | None, typer.Option("--adapter", help=_help("adapter"))] = None,
+    quant: Annotated[str, typer.Option("--quant", "-q", help=_help("quant"))] = "q8_0",
+    route: Annotated[str, typer.Option("--route", help=_help("route"))] = "merged",
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", help=_help("verify"))] = True,
+    force: Annotated[bool, typer.Option("--force", help=_help("force"))] = False,
+    threads: Annotated[int | None, typer.Option(min=1, help=_help("threads"))] = None,
+    dtype: Annotated[str, typer.Option(help=_help("dtype"))] = "float32",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the model card as JSON.")] = False,
+) -> None:
+    """Merge a LoRA adapter into its base, write a GGUF, quantize it with llama.cpp and verify it."""
+    from pydantic import ValidationError
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .export import export_model
+
+    try:
+        cfg = ExportConfig(model=model, adapter=adapter, out=str(to), quant=quant, route=route,  # type: ignore[arg-type]
+                           verify=verify, force=force, threads=threads, dtype=dtype)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ZslError(f"invalid --{first['loc'][0]}: {first['msg']}") from None
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=err, transient=True)
+    tasks: dict[str, int] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=total)
+        bar.update(tasks[stage], completed=done, total=total)
+
+    with bar:
+        result = export_model(cfg, progress)
+    card = result.card
+    if as_json:
+        print(json.dumps(card, ensure_ascii=False))
+        return
+    out.print(
+        f"[bold]wrote[/] {escape(str(result.path))}  ({card['size_bytes'] / 2**20:.1f} MiB, {card['route']} "
+        f"{card['quant']}, {card['seconds'].get('total', 0):.1f} s)"
+    )
+    out.print(f"sha256 {card['sha256']}")
+    out.print(f"card   {escape(str(result.card_path))}")
+    checked = card.get("verification")
+    if checked and "top1_agrees" in checked:
+        agrees = "agrees" if checked["top1_agrees"] else "[yellow]differs[/]"
+        out.print(f"verified: tokenizer identical on {checked['tokenizer_probes']} probes; next-token top-1 "
+                  f"{agrees}; max |Δlogit| {checked['max_abs_logit_diff']:.3f}")
+    elif checked:
+        out.print("verified: the LoRA loads beside its base in llama.cpp")
+    if card["route"] == "adapter":
+        base = "embedded" if card["base"]["name"] == "embedded" else card["base"]["path"]
+        out.print(f"use it beside its base: zsl search QUERY --simulator {escape(base)} "
+                  f"--adapter {escape(str(result.path))}")
