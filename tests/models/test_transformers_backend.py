@@ -154,3 +154,17 @@ def test_embedded_gguf_loads_through_transformers():
         assert "Paris" in out.text and out.finish_reason == "stop"
     finally:
         gguf.close()
+
+
+def test_a_model_loaded_from_gguf_saves_as_a_plain_folder(tmp_path):
+    """transformers marks GGUF-loaded models as quantized; ours are plain floats and must save (SFT's merged/)."""
+    import json
+
+    from zerosearch_lite.models.hf import load_causal_lm
+    from zerosearch_lite.models.spec import resolve_model
+
+    model = load_causal_lm(resolve_model("embedded"))
+    model.save_pretrained(tmp_path / "merged")
+    assert "quantization_config" not in json.loads((tmp_path / "merged" / "config.json").read_text())
+    reloaded = load_causal_lm(resolve_model(str(tmp_path / "merged")))
+    assert reloaded.config.hidden_size == model.config.hidden_size

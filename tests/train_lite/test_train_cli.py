@@ -86,4 +86,4 @@ def test_train_grpo_interrupted_then_resumed_has_every_step_once(tmp_path, tiny_
     assert resumed.returncode == 0, resumed.stderr
     assert [row.step for row in read_metrics(run)] == [1, 2, 3, 4]
     shown = run_zsl("train", "show", str(run))
-    assert shown.returncode == 0 and "4 steps" in shown.stdout
+    assert shown.returncode == 0 and "· 4 steps" in " ".join(shown.stdout.split())

@@ -90,4 +90,10 @@ def load_causal_lm(
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         source = folder / gguf_file if gguf_file else folder
         raise ZslError(f"transformers cannot load {source}: {first_line(exc)}") from None
+    if gguf_file:
+        # transformers dequantizes GGUF tensors while loading but keeps a "gguf" quantizer on the model,
+        # which makes `save_pretrained` refuse it; the weights are plain floats, so drop the marker.
+        loaded.hf_quantizer = None
+        if hasattr(loaded.config, "quantization_config"):
+            del loaded.config.quantization_config
     return loaded if load_in_4bit else loaded.to(device)
