@@ -1,6 +1,6 @@
 """GRPO learning check on a controlled task a 135M policy can learn on a CPU.
 
-The task: "Who founded the town of X?" about fictional towns, so the answer cannot be known, only read:
+The task: "X: who founded this town?" about fictional towns, so the answer cannot be known, only read:
 each town has one passage in a small corpus ("X is a small town ... It was founded by NAME in YEAR."), and
 the BM25 corpus engine returns it for almost any query that names the town. The answer appears verbatim
 in the documents; the policy must search and copy it into <answer>. The script writes the QA set and the
@@ -31,7 +31,7 @@ def make_task(folder: Path, n_towns: int = 60, seed: int = 0) -> tuple[Path, Pat
     qa, corpus = [], []
     for i, town in enumerate(names):
         founder, year = rng.choice(FOUNDERS), rng.randint(1700, 1900)
-        qa.append({"id": f"town{i}", "question": f"Who founded the town of {town}?", "golden_answers": [founder]})
+        qa.append({"id": f"town{i}", "question": f"{town}: who founded this town?", "golden_answers": [founder]})
         corpus.append({"id": str(i), "contents": f'"{town}"\n{town} is a small town by a river. '
                                                   f"It was founded by {founder} in {year}."})
     folder.mkdir(parents=True, exist_ok=True)
@@ -45,7 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/grpo-learning"))
     parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--steps", type=int, default=24)
+    parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--policy", default="embedded")
     parser.add_argument("--window", type=int, default=5)
     args = parser.parse_args()
@@ -57,7 +57,7 @@ def main() -> None:
         command = [
             "zsl", "train", "grpo", "--data", str(qa_path), "--out", str(run), "--policy", args.policy,
             "--engine", "corpus", "--corpus", str(corpus_path), "--steps", str(args.steps),
-            "--batch-questions", "2", "-G", "4", "--max-turns", "2", "--max-tokens-per-turn", "64",
+            "--batch-questions", "4", "-G", "8", "--max-turns", "2", "--max-tokens-per-turn", "48",
             "--max-context", "1024", "-k", "2", "--lr", "2e-4", "--kl-beta", "0.001", "--lora-r", "16",
             "--save-every", "2",
         ]
