@@ -28,6 +28,13 @@ from .protocol import (
 from .types import AgentEvent, Answer, Invalid, Search, Segment, Step, Trajectory
 
 
+def turn_rules(config: AgentConfig, turn: int, searches: int) -> tuple[bool, bool]:
+    """(search allowed, answer allowed) this turn: the last turn must answer; answers need min_searches.
+    The rules of constrained decoding, shared by the agent and the trainer's rollouts."""
+    last_turn = turn == config.max_turns - 1
+    return not last_turn, last_turn or searches >= config.min_searches
+
+
 def apply_turn(traj: Trajectory, text: str, finish_reason: str) -> list[Step]:
     """Record one generated turn: its segment, think steps and the final action (Search, Answer or Invalid).
 
@@ -72,15 +79,10 @@ class Agent:
         self.use_grammar = wanted and policy.supports_grammar
         self.use_constraint = wanted and not policy.supports_grammar
 
-    def _turn_rules(self, turn: int, searches: int) -> tuple[bool, bool]:
-        """(search allowed, answer allowed) this turn: the last turn must answer; answers need min_searches."""
-        last_turn = turn == self.config.max_turns - 1
-        return not last_turn, last_turn or searches >= self.config.min_searches
-
     def _grammar(self, turn: int, searches: int) -> str | None:
         if not self.use_grammar:
             return None
-        allow_search, allow_answer = self._turn_rules(turn, searches)
+        allow_search, allow_answer = turn_rules(self.config, turn, searches)
         limits = ProtocolConstraint.for_budget(self.config.max_tokens_per_turn)  # a turn that can close in budget
         return protocol_grammar(allow_search=allow_search, allow_answer=allow_answer,
                                 think_chars=limits.think_chars, query_chars=limits.query_chars)
@@ -88,7 +90,7 @@ class Agent:
     def _constraint(self, turn: int, searches: int) -> ProtocolConstraint | None:
         if not self.use_constraint:
             return None
-        allow_search, allow_answer = self._turn_rules(turn, searches)
+        allow_search, allow_answer = turn_rules(self.config, turn, searches)
         return ProtocolConstraint.for_budget(self.config.max_tokens_per_turn, allow_search, allow_answer)
 
     def run(self, question: str, *, seed: int | None = None, context: SearchContext | None = None) -> Trajectory:

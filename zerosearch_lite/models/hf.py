@@ -42,6 +42,15 @@ def locate(model: ResolvedModel) -> tuple[Path, str | None]:
     return folder, None
 
 
+def token_ids(tokenizer: Any, text: str, *, starts_sequence: bool = True) -> list[int]:
+    """Token ids of `text`. Like llama.cpp, a sequence start gets the tokenizer's special tokens (BOS)
+    unless the rendered chat template already wrote BOS; a continuation gets none. The one rule for
+    inference prompts and training sequences, so both see the same tokens."""
+    bos = tokenizer.bos_token
+    add_special = starts_sequence and not (bos and text.startswith(bos))
+    return list(tokenizer(text, add_special_tokens=add_special)["input_ids"])
+
+
 def load_tokenizer(model: ResolvedModel) -> Any:
     from transformers import AutoTokenizer
 

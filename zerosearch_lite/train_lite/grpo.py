@@ -17,9 +17,9 @@ finished step, Ctrl-C during an update lets that update finish and saves it.
 
 from __future__ import annotations
 
-import json
 import random
 import signal
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -200,13 +200,12 @@ class GRPOTrainer:
             adv = torch.tensor([a for _, a in chunk], dtype=torch.float32)
             return ids.to(self.device), attn.to(self.device), loss_mask[:, 1:].to(self.device), adv.to(self.device)
 
-        chunks = [rows[i : i + cfg.micro_batch] for i in range(0, len(rows), cfg.micro_batch)]
+        batches = [tensors(rows[i : i + cfg.micro_batch]) for i in range(0, len(rows), cfg.micro_batch)]
         old: list = []
         refs: list = []
         self.model.eval()  # no dropout in the log-probs the ratio compares
         with torch.no_grad():
-            for chunk in chunks:
-                ids, attn, _, _ = tensors(chunk)
+            for ids, attn, _, _ in batches:
                 old.append(token_logprobs(self.model, ids, attn, chunk=cfg.logprob_chunk) if cfg.updates_per_batch > 1 else None)
                 if cfg.kl_beta > 0:
                     with self.model.disable_adapter():
@@ -217,8 +216,7 @@ class GRPOTrainer:
         for _ in range(cfg.updates_per_batch):
             self.model.train()
             kl_sum, tokens = 0.0, 0
-            for chunk, old_lp, ref_lp in zip(chunks, old, refs, strict=True):
-                ids, attn, loss_mask, adv = tensors(chunk)
+            for (ids, attn, loss_mask, adv), old_lp, ref_lp in zip(batches, old, refs, strict=True):
                 logp = token_logprobs(self.model, ids, attn, chunk=cfg.logprob_chunk)
                 loss, parts = grpo_loss(
                     logp, old_lp if old_lp is not None else logp.detach(), ref_lp, adv, loss_mask,
@@ -273,7 +271,7 @@ class GRPOTrainer:
             row = StepMetrics(
                 step=step + 1,
                 reward_mean=sum(rewards) / len(rewards),
-                reward_std=_std(rewards),
+                reward_std=statistics.pstdev(rewards),
                 noise_p=noise_p,
                 kl=parts["kl"],
                 loss=parts["loss"],
@@ -311,11 +309,6 @@ class GRPOTrainer:
             self.metrics.close()
         self.model.save_pretrained(str(self.out / "adapter"))
         self.tokenizer.save_pretrained(str(self.out / "adapter"))
-
-
-def _std(values: list[float]) -> float:
-    mean = sum(values) / len(values)
-    return (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
 
 
 # ---------------------------------------------------------------------------------------------- entry
@@ -366,12 +359,3 @@ def build_trainer(cfg: GRPOConfig, *, resume: bool, model=None, tokenizer=None, 
     if checkpoint is not None:
         trainer.restore(checkpoint)
     return trainer
-
-
-def run_summary(run_dir: str | Path) -> dict:
-    """config + last metrics row, for `zsl train show` and the TUI."""
-    from .metrics import read_metrics
-
-    rows = read_metrics(run_dir)
-    return {"config": json.loads((Path(run_dir) / CONFIG_FILE).read_text()), "steps": len(rows),
-            "last": rows[-1].model_dump() if rows else None}

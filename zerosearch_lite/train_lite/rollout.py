@@ -18,10 +18,11 @@ import time
 from dataclasses import dataclass, field, replace
 
 from ..agent.config import AgentConfig
-from ..agent.loop import apply_search, apply_turn
+from ..agent.loop import apply_search, apply_turn, turn_rules
 from ..agent.protocol import STOP_SEQUENCES, ProtocolConstraint, user_message
 from ..agent.types import Search, Segment, Trajectory
 from ..models.backends.base import GenerationBackend, SamplingParams
+from ..models.hf import token_ids
 from ..simulator.engine import SearchEngine
 from ..simulator.types import Mode, SearchContext
 from .datasets import QAExample
@@ -134,11 +135,9 @@ def _generate(policy, active: list[_Slot], params: SamplingParams, agent: AgentC
     """One turn for every active slot; with the protocol constraint, one call per (search, answer) rule."""
     if not constrained:
         return policy.generate([s.traj.transcript for s in active], params)
-    last_turn = turn == agent.max_turns - 1
     by_rule: dict[tuple[bool, bool], list[int]] = {}
     for i, slot in enumerate(active):
-        rule = (not last_turn, last_turn or len(slot.traj.searches) >= agent.min_searches)
-        by_rule.setdefault(rule, []).append(i)
+        by_rule.setdefault(turn_rules(agent, turn, len(slot.traj.searches)), []).append(i)
     completions: list = [None] * len(active)
     for (allow_search, allow_answer), indices in by_rule.items():
         constraint = ProtocolConstraint.for_budget(agent.max_tokens_per_turn, allow_search, allow_answer)
@@ -152,11 +151,8 @@ def tokenize_trajectory(tokenizer, segments: list[Segment], max_length: int) -> 
     """Token ids of a transcript and its loss mask (1 = policy-generated), cut at `max_length` tokens."""
     ids: list[int] = []
     mask: list[int] = []
-    bos = tokenizer.bos_token
     for i, segment in enumerate(segments):
-        # Like the backends: BOS is added to the first segment unless the chat template already wrote it.
-        add_special = i == 0 and not (bos and segment.text.startswith(bos))
-        piece = tokenizer(segment.text, add_special_tokens=add_special)["input_ids"]
+        piece = token_ids(tokenizer, segment.text, starts_sequence=i == 0)
         ids.extend(piece)
         mask.extend([int(segment.generated)] * len(piece))
     return ids[:max_length], mask[:max_length]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import ZslError
-from ..hf import first_line, load_causal_lm, load_tokenizer
+from ..hf import first_line, load_causal_lm, load_tokenizer, token_ids
 from ..spec import ResolvedModel
 from .base import (
     CHATML_TEMPLATE,
@@ -95,11 +95,7 @@ class TransformersBackend(GenerationBackend):
         )
 
     def tokenize(self, text: str) -> list[int]:
-        # Like llama.cpp: the tokenizer's special tokens (BOS) are added unless the rendered chat template
-        # already starts with BOS, so a chat prompt never gets it twice.
-        bos = self.tokenizer.bos_token
-        add_special = not (bos and text.startswith(bos))
-        return list(self.tokenizer(text, add_special_tokens=add_special)["input_ids"])
+        return token_ids(self.tokenizer, text)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenize(text))
