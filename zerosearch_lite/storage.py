@@ -29,6 +29,19 @@ def open_db(path: str | Path, migrations: Sequence[Migration]) -> sqlite_utils.D
     return db
 
 
+def open_db_readonly(path: str | Path) -> sqlite_utils.Database:
+    """Open an existing SQLite file for reading only: no WAL switch, no migrations, no write lock.
+
+    Readers that poll a file another process is writing (a run's metrics while it trains) use this, so
+    they never contend with the writer for the locks that creating the schema takes."""
+    try:
+        conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False,
+                               timeout=30)
+    except sqlite3.DatabaseError as exc:
+        raise ZslError(f"cannot open database {path}: {exc}") from None
+    return sqlite_utils.Database(conn)
+
+
 def apply_migrations(db: sqlite_utils.Database, migrations: Sequence[Migration]) -> list[str]:
     db["_migrations"].create({"name": str, "applied_at": str}, pk="name", if_not_exists=True)
     done = {row["name"] for row in db["_migrations"].rows}

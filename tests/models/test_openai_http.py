@@ -63,7 +63,7 @@ class CannedServer:
                 # Text "prompt|sample|seed"; the first sample of each prompt stops, the others hit the limit.
                 seed = body.get("seed")
                 choices = [
-                    dict(text=f"{p}|{s}|{seed}", index=i * n + s, finish_reason="length" if s else "stop")
+                    {"text": f"{p}|{s}|{seed}", "index": i * n + s, "finish_reason": "length" if s else "stop"}
                     for i, p in enumerate(prompts)
                     for s in range(n)
                 ]

@@ -6,6 +6,7 @@ import random
 
 import pytest
 import torch
+from conftest import DATA
 
 from zerosearch_lite.agent.config import AgentConfig
 from zerosearch_lite.agent.loop import apply_search, apply_turn
@@ -26,9 +27,6 @@ from zerosearch_lite.train_lite.metrics import read_metrics
 from zerosearch_lite.train_lite.modeling import LoraSettings, add_lora, load_base, load_tokenizer
 from zerosearch_lite.train_lite.recycle import RecyclePool
 from zerosearch_lite.train_lite.rollout import RolloutBatch, rollout, tokenize_trajectory
-
-from conftest import DATA
-
 
 # ------------------------------------------------------------------------------------------- curriculum
 
@@ -211,8 +209,8 @@ def qa_file(tmp_path):
 
 
 def make_cfg(qa_file, out, **overrides) -> GRPOConfig:
-    values = dict(data=str(qa_file), out=str(out), steps=4, batch_questions=2, group_size=3, lr=1e-2,
-                  save_every=2, recycle_share=0.5, pool_cooldown=1, lora_r=4, lora_alpha=8, micro_batch=2, seed=3)
+    values = {"data": str(qa_file), "out": str(out), "steps": 4, "batch_questions": 2, "group_size": 3, "lr": 1e-2,
+                  "save_every": 2, "recycle_share": 0.5, "pool_cooldown": 1, "lora_r": 4, "lora_alpha": 8, "micro_batch": 2, "seed": 3}
     return GRPOConfig(**(values | overrides))
 
 

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from conftest import DATA, run_zsl
+
 from zerosearch_lite.train_lite.metrics import read_metrics
 
 pytestmark = pytest.mark.integration

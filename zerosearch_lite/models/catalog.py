@@ -31,5 +31,5 @@ def available_models() -> list[ResolvedModel]:
                     found.append(ResolvedModel(repo.repo_id, fmt, str(revision.snapshot_path), "hub", revision.size_on_disk))
                 break
     except Exception:  # noqa: BLE001 - a missing or unreadable cache just lists nothing
-        pass
+        return found
     return found

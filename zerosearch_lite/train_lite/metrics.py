@@ -8,13 +8,14 @@ added to the table by `alter=True`, so old run directories stay readable.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sqlite3
 from pathlib import Path
 
 import sqlite_utils
 from pydantic import BaseModel
 
-from ..storage import open_db, utc_now
+from ..errors import ZslError
+from ..storage import open_db, open_db_readonly, utc_now
 
 METRICS_FILE = "metrics.db"
 
@@ -50,7 +51,7 @@ MIGRATIONS = [_create_metrics]
 
 
 class MetricsStore:
-    """Append (or replace) step rows; read them back in step order."""
+    """The trainer's writer: append (or replace) step rows. Readers use `read_metrics`."""
 
     def __init__(self, run_dir: str | Path):
         self.path = Path(run_dir) / METRICS_FILE
@@ -68,23 +69,22 @@ class MetricsStore:
             cursor = self.db.execute("DELETE FROM metrics WHERE step > ?", [step])
         return cursor.rowcount
 
-    def rows(self) -> list[StepMetrics]:
-        return list(self.iter_rows())
-
-    def iter_rows(self, after: int = -1) -> Iterator[StepMetrics]:
-        for record in self.db.query("SELECT * FROM metrics WHERE step > ? ORDER BY step", [after]):
-            yield StepMetrics.model_validate(record)
-
     def close(self) -> None:
         self.db.conn.close()
 
 
 def read_metrics(run_dir: str | Path) -> list[StepMetrics]:
     """All rows of a run directory, or [] when it has none yet (for readers that poll)."""
-    if not (Path(run_dir) / METRICS_FILE).exists():
+    path = Path(run_dir) / METRICS_FILE
+    if not path.exists():
         return []
-    store = MetricsStore(run_dir)
+    db = open_db_readonly(path)
     try:
-        return store.rows()
+        if not db["metrics"].exists():  # the trainer has created the file but not yet its schema
+            return []
+        query = "SELECT * FROM metrics ORDER BY step"
+        return [StepMetrics.model_validate(record) for record in db.query(query)]
+    except sqlite3.DatabaseError as exc:
+        raise ZslError(f"cannot read {path}: {exc}") from None
     finally:
-        store.close()
+        db.conn.close()

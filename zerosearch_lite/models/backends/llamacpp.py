@@ -114,15 +114,15 @@ class LlamaCppBackend(GenerationBackend):
             )
 
     def _kwargs(self, params: SamplingParams, tokens: list[int]) -> dict:
-        return dict(
-            max_tokens=min(params.max_tokens, self.context_size - len(tokens)),
-            temperature=params.temperature,
-            top_p=params.top_p,
-            stop=list(params.stop),
-            seed=params.seed,
-            repeat_penalty=params.repeat_penalty,
-            grammar=self._grammar(params.grammar),
-        )
+        return {
+            "max_tokens": min(params.max_tokens, self.context_size - len(tokens)),
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "stop": list(params.stop),
+            "seed": params.seed,
+            "repeat_penalty": params.repeat_penalty,
+            "grammar": self._grammar(params.grammar),
+        }
 
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Completion]:
         out = []

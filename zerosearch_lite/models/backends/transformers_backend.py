@@ -209,7 +209,7 @@ class TransformersBackend(GenerationBackend):
             try:
                 with torch.no_grad():
                     result["output"] = self.model.generate(**batch, streamer=streamer, **kwargs)
-            except BaseException as exc:  # re-raised in the caller's thread below
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread below
                 result["error"] = exc
                 streamer.end()  # unblocks the consuming loop, which would otherwise wait forever
 
