@@ -1,11 +1,13 @@
 """GRPO learning check on a controlled task a 135M policy can learn on a CPU.
 
-The task: "X: who founded this town?" about fictional towns, so the answer cannot be known, only read:
-each town has one passage in a small corpus ("X is a small town ... It was founded by NAME in YEAR."), and
-the BM25 corpus engine returns it for almost any query that names the town. The answer appears verbatim
-in the documents; the policy must search and copy it into <answer>. The script writes the QA set and the
-corpus, runs `zsl train grpo` on them (the embedded SmolLM2-135M as policy), then prints mean reward over
-the first and last five steps from the run's metrics.
+The task: "X: who founded this town?" about fictional towns, so the answer cannot be known, only read.
+With `--engine template` (the default) every useful search result states the founder verbatim (the
+ideal simulator, no model), so what the policy must learn is to search, read, and copy the name into a
+short <answer>. `--engine corpus` is the harder variant: BM25 over one passage per town, where the policy
+must also name the town in its query to retrieve the right passage. The noise curriculum is off by
+default (`--noise-end 0`): noisy documents would lower the reward's ceiling as training goes on and blur
+the comparison. The script writes the QA set and corpus, runs `zsl train grpo` on them (the embedded
+SmolLM2-135M as policy), then prints mean reward over the first and last five steps from the metrics.
 
     python bench/grpo_learning.py --out runs/grpo-learning            # data + training + table
     python bench/grpo_learning.py --out runs/grpo-learning --resume   # continue an interrupted run
@@ -25,15 +27,21 @@ SUFFIXES = ["mora", "ridge", "wick", "vale", "stead", "haven", "ford", "mere", "
 FOUNDERS = ["Marta", "Anselm", "Tobias", "Greta", "Ivo", "Lena", "Oskar", "Rosa", "Emil", "Hedda", "Nils", "Vera"]
 
 
-def make_task(folder: Path, n_towns: int = 60, seed: int = 0) -> tuple[Path, Path]:
+def towns(n_towns: int, seed: int, exclude: set[str] = frozenset()) -> tuple[list[dict], list[dict]]:
+    """QA rows and corpus rows for `n_towns` fictional towns (names not in `exclude`)."""
     rng = random.Random(seed)
-    names = rng.sample([p + s for p in PREFIXES for s in SUFFIXES], n_towns)
+    names = rng.sample(sorted({p + s for p in PREFIXES for s in SUFFIXES} - set(exclude)), n_towns)
     qa, corpus = [], []
     for i, town in enumerate(names):
         founder, year = rng.choice(FOUNDERS), rng.randint(1700, 1900)
         qa.append({"id": f"town{i}", "question": f"{town}: who founded this town?", "golden_answers": [founder]})
         corpus.append({"id": str(i), "contents": f'"{town}"\n{town} is a small town by a river. '
                                                   f"It was founded by {founder} in {year}."})
+    return qa, corpus
+
+
+def make_task(folder: Path, n_towns: int = 60, seed: int = 0) -> tuple[Path, Path]:
+    qa, corpus = towns(n_towns, seed)
     folder.mkdir(parents=True, exist_ok=True)
     qa_path, corpus_path = folder / "towns_qa.jsonl", folder / "towns_corpus.jsonl"
     qa_path.write_text("".join(json.dumps(r) + "\n" for r in qa))
@@ -45,9 +53,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/grpo-learning"))
     parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--engine", choices=["template", "corpus"], default="template")
+    parser.add_argument("--noise-end", type=float, default=0.0)
+    parser.add_argument("--lr", default="5e-4")
     parser.add_argument("--policy", default="embedded")
     parser.add_argument("--window", type=int, default=5)
+    parser.add_argument("--held-out", type=int, default=20, help="Towns not trained on, to compare base and adapter (0: skip).")
     args = parser.parse_args()
     run = args.out / "run"
     if args.resume:
@@ -56,9 +68,10 @@ def main() -> None:
         qa_path, corpus_path = make_task(args.out / "data")
         command = [
             "zsl", "train", "grpo", "--data", str(qa_path), "--out", str(run), "--policy", args.policy,
-            "--engine", "corpus", "--corpus", str(corpus_path), "--steps", str(args.steps),
+            "--engine", args.engine, *(["--corpus", str(corpus_path)] if args.engine == "corpus" else []),
+            "--steps", str(args.steps), "--p-end", str(args.noise_end),
             "--batch-questions", "4", "-G", "8", "--max-turns", "2", "--max-tokens-per-turn", "48",
-            "--max-context", "1024", "-k", "2", "--lr", "2e-4", "--kl-beta", "0.001", "--lora-r", "16",
+            "--max-context", "1024", "-k", "2", "--lr", args.lr, "--kl-beta", "0.001", "--lora-r", "16",
             "--save-every", "2",
         ]
     print("$", " ".join(command), flush=True)
@@ -79,8 +92,41 @@ def main() -> None:
     for label, part in ((f"first {w}", first), (f"last {w}", last)):
         print(f"| {label} | {mean([r.reward_mean for r in part]):.3f} | {mean([r.answered_share for r in part]):.2f} "
               f"| {mean([r.searches_per_question for r in part]):.2f} |")
+    if args.held_out:
+        held_out(run, args)
     print(f"\n{len(rows)} steps; rollout {mean([r.rollout_seconds for r in rows]):.0f} s and update "
           f"{mean([r.update_seconds for r in rows]):.0f} s per step on average")
+
+
+def held_out(run: Path, args) -> None:
+    """Mean F1 of the base policy and of the trained adapter on towns the run never saw, same settings."""
+    from zerosearch_lite.models.loading import load_backend
+    from zerosearch_lite.simulator.factory import build_engine
+    from zerosearch_lite.train_lite.datasets import QAExample
+    from zerosearch_lite.train_lite.grpo import load_run_config
+    from zerosearch_lite.train_lite.rewards import reward
+    from zerosearch_lite.train_lite.rollout import rollout
+
+    cfg = load_run_config(run)
+    trained = {json.loads(line)["question"].split(":")[0] for line in Path(cfg.data).read_text().splitlines() if line.strip()}
+    rows, corpus = towns(args.held_out, seed=1, exclude=trained)
+    examples = [QAExample(r["id"], r["question"], tuple(r["golden_answers"])) for r in rows]
+    engine = build_engine(cfg.engine) if cfg.engine == "template" else None
+    if engine is None:
+        from zerosearch_lite.simulator.corpus import CorpusSearchEngine
+
+        held_corpus = run / "held_out_corpus.jsonl"
+        held_corpus.write_text("".join(json.dumps(r) + "\n" for r in corpus))
+        engine = CorpusSearchEngine(held_corpus)
+    print("\n| policy | held-out towns | samples | mean F1 | answered |\n|---|---:|---:|---:|---:|")
+    for label, adapter in (("base", None), ("after GRPO", str(run / "adapter"))):
+        policy = load_backend(cfg.policy, "transformers", adapter=adapter)
+        batch = rollout(policy, engine, examples, 4, cfg.agent, noise_p=0.0, rng=random.Random(0), constrained=True)
+        answers = [t.answer for t in batch.trajectories]
+        scores = reward(answers, [e.golden_answers for e in examples for _ in range(4)], cfg.reward)
+        print(f"| {label} | {len(examples)} | {len(scores)} | {sum(scores) / len(scores):.3f} "
+              f"| {sum(a is not None for a in answers) / len(answers):.2f} |", flush=True)
+        del policy
 
 
 if __name__ == "__main__":

@@ -46,3 +46,15 @@ def test_unknown_name_and_offline_hub_id():
 def test_folder_without_model(tmp_path):
     with pytest.raises(ZslError, match="neither a Hugging Face model folder"):
         resolve_model(str(tmp_path))
+
+
+def test_zsl_threads_sets_llama_cpp_threads_and_rejects_nonsense(monkeypatch):
+    from zerosearch_lite.models.backends.llamacpp import default_threads
+
+    monkeypatch.setenv("ZSL_THREADS", "3")
+    assert default_threads() == 3
+    monkeypatch.setenv("ZSL_THREADS", "0")
+    with pytest.raises(ZslError, match="ZSL_THREADS"):
+        default_threads()
+    monkeypatch.delenv("ZSL_THREADS")
+    assert 1 <= default_threads() <= 8

@@ -243,6 +243,16 @@ def test_zero_variance_groups_go_to_the_pool_only_under_recycle(scripted, qa_fil
         assert pooled == [] and row.pool_size == 0
 
 
+def test_a_step_whose_groups_are_all_flat_makes_no_update_and_reports_no_kl(scripted, tmp_path, tiny_model_dir):
+    qa = tmp_path / "always.jsonl"
+    qa.write_text('{"id": "a", "question": "always one", "golden_answers": ["Paris"]}\n')
+    trainer = trainer_for(make_cfg(qa, tmp_path / "run", steps=1, batch_questions=1), tiny_model_dir)
+    before = adapter_weights(trainer)
+    row = trainer.run_step(0, stopped=lambda: False)
+    assert row.zero_variance_groups == 1 and row.kl is None and row.loss is None
+    assert all(torch.equal(v, adapter_weights(trainer)[k]) for k, v in before.items())
+
+
 def test_recycled_questions_come_back_into_later_batches(scripted, qa_file, tmp_path, tiny_model_dir):
     trainer = trainer_for(make_cfg(qa_file, tmp_path / "run", steps=6), tiny_model_dir)
     rows = [trainer.run_step(step, stopped=lambda: False) for step in range(6)]

@@ -87,3 +87,5 @@ def test_train_grpo_interrupted_then_resumed_has_every_step_once(tmp_path, tiny_
     assert [row.step for row in read_metrics(run)] == [1, 2, 3, 4]
     shown = run_zsl("train", "show", str(run))
     assert shown.returncode == 0 and "· 4 steps" in " ".join(shown.stdout.split())
+    as_json = run_zsl("train", "show", str(run), "--json")
+    assert [json.loads(line)["step"] for line in as_json.stdout.splitlines()] == [1, 2, 3, 4]

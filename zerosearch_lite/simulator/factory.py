@@ -1,4 +1,5 @@
-"""Build a search engine from user-facing names: `simulated` (an LLM), `corpus` (BM25), `http` (a URL).
+"""Build a search engine from user-facing names: `simulated` (an LLM), `corpus` (BM25), `http` (a URL),
+`template` (no model; training only: documents written from the gold answers).
 
 Shared by the CLI, the TUI and the trainer, so every entry point means the same thing by a name.
 """
@@ -11,8 +12,8 @@ from typing import Literal
 from ..errors import ZslError
 from .engine import SearchEngine
 
-EngineKind = Literal["simulated", "corpus", "http"]
-ENGINE_KINDS = ("simulated", "corpus", "http")
+EngineKind = Literal["simulated", "corpus", "http", "template"]
+ENGINE_KINDS = ("simulated", "corpus", "http", "template")
 
 
 def build_engine(
@@ -51,4 +52,8 @@ def build_engine(
         from .http_engine import HttpSearchEngine
 
         return HttpSearchEngine(url)
+    if kind == "template":
+        from .template import TemplateSearchEngine
+
+        return TemplateSearchEngine()
     raise ZslError(f"unknown engine {kind!r}: choose one of {', '.join(ENGINE_KINDS)}")

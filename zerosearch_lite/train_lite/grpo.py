@@ -48,7 +48,7 @@ class GRPOConfig(BaseModel):
     data: str = Field(..., description="QA JSONL/parquet with question + golden_answers.")
     out: str = Field(..., description="Run directory.")
     policy: str = Field("embedded", description="Policy base model (name, .gguf, HF folder or hub id).")
-    engine: Literal["simulated", "corpus", "http"] = "simulated"
+    engine: Literal["simulated", "corpus", "http", "template"] = "simulated"
     simulator: str = Field("embedded", description="Simulator model for the simulated engine.")
     simulator_backend: str = Field("auto", description="auto, llama.cpp, transformers or openai.")
     simulator_adapter: str | None = Field(None, description="peft adapter of the simulator (transformers).")
@@ -184,8 +184,8 @@ class GRPOTrainer:
             for t, a, k in zip(batch.trajectories, advantages, keep, strict=True) if k
         ]
         rows = [r for r in rows if sum(r[0][1]) > 0]
-        if not rows:
-            return {"loss": 0.0, "kl": 0.0}
+        if not rows:  # every group flat (or filtered): no update, so no loss or KL to report
+            return {"loss": None, "kl": None}
         total_tokens = sum(sum(mask[1:]) for (_, mask), _ in rows)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 

@@ -22,7 +22,8 @@ def grpo_command(
     out_dir: Annotated[Path | None, typer.Option("--out", help="New run directory.")] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue the run in this directory (its config is used).")] = None,
     policy: Annotated[str, typer.Option(help="Policy base model.")] = "embedded",
-    engine: Annotated[str, typer.Option(help="simulated, corpus or http.")] = "simulated",
+    engine: Annotated[str, typer.Option(
+        help="simulated, corpus, http, or template (no model: useful documents state the gold answer).")] = "simulated",
     simulator: Annotated[str, typer.Option(help="Simulator model (merged GGUF/folder, name or hub id).")] = "embedded",
     simulator_backend: Annotated[str, typer.Option(help="auto, llama.cpp, transformers or openai.")] = "auto",
     simulator_adapter: Annotated[str | None, typer.Option(help="peft adapter of the simulator.")] = None,
@@ -95,8 +96,9 @@ def grpo_command(
 
         def update(row) -> None:
             hit = "-" if row.cache_hit_rate is None else f"{row.cache_hit_rate:.0%}"
+            kl = "- (no update)" if row.kl is None else f"{row.kl:.4f}"
             progress.update(task, completed=row.step, info=(
-                f"reward {row.reward_mean:.3f} · noise p {row.noise_p:.2f} · kl {row.kl:.4f} · "
+                f"reward {row.reward_mean:.3f} · noise p {row.noise_p:.2f} · kl {kl} · "
                 f"pool {row.pool_size} ({row.pool_share:.0%} of batch) · cache {hit} · "
                 f"rollout {row.rollout_seconds:.0f}s update {row.update_seconds:.0f}s"))
 
@@ -125,8 +127,8 @@ def show_command(
         raise ZslError(f"run directory not found: {run_dir}")
     rows = read_metrics(run_dir)
     if as_json:
-        for row in rows:
-            out.print_json(row.model_dump_json())
+        for row in rows:  # one JSON object a line, never wrapped or indented
+            typer.echo(row.model_dump_json())
         return
     columns = {"step": "step", "reward_mean": "reward", "noise_p": "noise", "kl": "kl", "loss": "loss",
                "searches_per_question": "srch", "zero_variance_groups": "flat",

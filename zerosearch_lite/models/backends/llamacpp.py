@@ -26,6 +26,12 @@ from .base import (
 
 
 def default_threads() -> int:
+    """`ZSL_THREADS` when set (for machines shared with other jobs), else the cores, at most 8."""
+    configured = os.environ.get("ZSL_THREADS", "").strip()
+    if configured:
+        if not configured.isdigit() or int(configured) < 1:
+            raise ZslError(f"ZSL_THREADS must be a positive whole number, not {configured!r}")
+        return int(configured)
     return max(1, min(8, os.cpu_count() or 1))
 
 
