@@ -124,3 +124,22 @@ def test_models_lists_embedded():
     result = run_zsl("models", "--json")
     assert result.returncode == 0
     assert any(m["name"] == "embedded" and m["format"] == "gguf" for m in json.loads(result.stdout))
+
+
+def test_ask_with_a_peft_policy_adapter_names_it_in_the_session(zsl_home, tmp_path, tiny_model_dir):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+    get_peft_model(base, config).save_pretrained(tmp_path / "adapter")
+    corpus = Path(__file__).parent / "data" / "corpus_small.jsonl"
+    result = offline("ask", "who directed doctor strange?", "--policy", str(tiny_model_dir), "--policy-adapter",
+                     str(tmp_path / "adapter"), "--engine", "corpus", "--corpus", str(corpus), "--max-turns", "2",
+                     "--max-tokens", "24", "--grammar", "on", "--seed", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    assert TrajectoryModel.model_validate(json.loads(result.stdout)).turns >= 1
+    (row,) = json.loads(run_zsl("history", "--json").stdout)
+    assert row["policy"] == f"{tiny_model_dir}+{tmp_path / 'adapter'}"

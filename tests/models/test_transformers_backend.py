@@ -9,7 +9,7 @@ from zerosearch_lite.errors import ZslError
 from zerosearch_lite.models.backends.base import SamplingParams
 from zerosearch_lite.models.backends.transformers_backend import TransformersBackend, _stop_prefix_overlap
 from zerosearch_lite.models.loading import load_backend
-from zerosearch_lite.models.spec import ResolvedModel
+from zerosearch_lite.models.spec import ResolvedModel, resolve_model
 
 GREEDY = SamplingParams(max_tokens=12, temperature=0)
 
@@ -168,3 +168,15 @@ def test_a_model_loaded_from_gguf_saves_as_a_plain_folder(tmp_path):
     assert "quantization_config" not in json.loads((tmp_path / "merged" / "config.json").read_text())
     reloaded = load_causal_lm(resolve_model(str(tmp_path / "merged")))
     assert reloaded.config.hidden_size == model.config.hidden_size
+
+
+def test_the_adapter_decides_the_backend_of_a_gguf_base(tmp_path, embedded_path):
+    from zerosearch_lite.models.loading import backend_kind_for
+
+    model = resolve_model("embedded")
+    peft_folder = tmp_path / "adapter"
+    peft_folder.mkdir()
+    assert backend_kind_for(model) == "llama.cpp"
+    assert backend_kind_for(model, "auto", str(tmp_path / "lora.gguf")) == "llama.cpp"
+    assert backend_kind_for(model, "auto", str(peft_folder)) == "transformers"
+    assert backend_kind_for(model, "llama.cpp", str(peft_folder)) == "llama.cpp"  # an explicit choice wins

@@ -12,12 +12,14 @@ from .. import paths
 from ..console import err, out
 from ..errors import ZslError
 from . import options
+from .session import engine_label, policy_label
 
 
 def ask_command(
     question: Annotated[str, typer.Argument(help="The question to answer.")],
     engine: options.Engine = "simulated",
     policy: options.Policy = "embedded",
+    policy_adapter: options.PolicyAdapter = None,
     simulator: options.Simulator = "embedded",
     simulator_adapter: options.SimulatorAdapter = None,
     preset: options.Preset = "zsl",
@@ -54,7 +56,7 @@ def ask_command(
         engine, simulator=simulator, adapter=simulator_adapter, preset=preset, corpus=corpus, url=url,
         use_cache=cache,
     )
-    backend = load_backend(policy_model, n_ctx=max(config.max_context, 2048))
+    backend = load_backend(policy_model, n_ctx=max(config.max_context, 2048), adapter=policy_adapter)
     agent = Agent(backend, search_engine, config, grammar_default=policy_model.source == "embedded")
     session_store = SessionStore(paths.sessions_db()) if store else None
     printer = None if as_json else LivePrinter(out, show_sample=samples > 1)
@@ -63,7 +65,7 @@ def ask_command(
     outcome: AskOutcome | None = None
     for item in ask_events(
         agent, question, samples=samples, store=session_store,
-        policy_name=policy_model.name, engine_name=engine_label(engine, simulator, corpus, url),
+        policy_name=policy_label(policy_model.name, policy_adapter), engine_name=engine_label(engine, simulator, corpus, url),
     ):
         if isinstance(item, AskOutcome):
             outcome = item
@@ -87,11 +89,6 @@ def ask_command(
         print_vote(out, outcome)
     if outcome.session_id is not None:
         err.print(f"[dim]saved as session {outcome.session_id} in {paths.sessions_db()}[/]")
-
-
-def engine_label(engine: str, simulator: str, corpus: str | None, url: str | None) -> str:
-    """How a session names its search engine: `simulated:<model>`, `corpus:<file>` or `http:<url>`."""
-    return {"simulated": f"simulated:{simulator}", "corpus": f"corpus:{corpus}", "http": f"http:{url}"}.get(engine, engine)
 
 
 def history_command(

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 Engine = Annotated[str, typer.Option("--engine", "-e", help="Search engine: simulated, corpus or http.")]
 Policy = Annotated[str, typer.Option("--policy", "-p", help="Policy model: embedded, a .gguf, a folder, a hub id or a URL.")]
+PolicyAdapter = Annotated[str | None, typer.Option(
+    help="LoRA adapter for the policy: a GGUF LoRA (llama.cpp) or a peft folder such as RUN/adapter (transformers).")]
 Simulator = Annotated[str, typer.Option("--simulator", "-s", help="Simulator model (for --engine simulated).")]
 SimulatorAdapter = Annotated[str | None, typer.Option(help="LoRA adapter for the simulator.")]
 Preset = Annotated[str, typer.Option(help="Simulation prompt preset: zsl or zerosearch.")]

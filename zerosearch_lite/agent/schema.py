@@ -41,7 +41,7 @@ class UsageModel(BaseModel):
 class TrajectoryModel(BaseModel):
     question: str
     steps: list[StepModel]
-    answer: str | None
+    answer: str | None = None  # absent from `zsl ask --json` when the run gave no answer
     finished: bool
     stop_reason: str
     usage: UsageModel
@@ -80,7 +80,7 @@ class TrajectoryModel(BaseModel):
 
 
 class VoteModel(BaseModel):
-    answer: str | None
+    answer: str | None = None
     counts: dict[str, int]
     total: int
 
@@ -89,7 +89,7 @@ class SampledAnswerModel(BaseModel):
     """`zsl ask --samples N --json`: N trajectories and the voted answer."""
 
     question: str
-    answer: str | None
+    answer: str | None = None
     vote: VoteModel
     samples: list[TrajectoryModel]
     seconds: float

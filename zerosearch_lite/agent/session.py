@@ -71,3 +71,13 @@ def ask(agent: Agent, question: str, **kwargs) -> AskOutcome:
         if isinstance(item, AskOutcome):
             return item
     raise RuntimeError("ask ended without an outcome")  # pragma: no cover
+
+
+def engine_label(engine: str, simulator: str, corpus: str | None, url: str | None) -> str:
+    """How a session names its search engine: `simulated:<model>`, `corpus:<file>` or `http:<url>`."""
+    return {"simulated": f"simulated:{simulator}", "corpus": f"corpus:{corpus}", "http": f"http:{url}"}.get(engine, engine)
+
+
+def policy_label(policy: str, adapter: str | None) -> str:
+    """How a session names its policy: the model, plus `+<adapter>` when one is applied."""
+    return f"{policy}+{adapter}" if adapter else policy

@@ -1,10 +1,15 @@
 """Pick and build the backend for a model name: GGUF → llama.cpp, HF folder → transformers, URL → HTTP.
 
+An adapter decides too: a LoRA exported to GGUF runs beside a GGUF base on llama.cpp, while a peft
+adapter folder (what `zsl sim sft` and `zsl train grpo` write) needs transformers, which also reads a
+GGUF base, so a trained adapter can be tried before it is exported.
+
 Heavy libraries are imported only here, inside the function, so `zsl --help` stays fast.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from ..errors import ZslError
@@ -15,9 +20,11 @@ BackendKind = Literal["auto", "llama.cpp", "transformers", "openai"]
 BACKEND_KINDS: tuple[str, ...] = ("auto", "llama.cpp", "transformers", "openai")
 
 
-def backend_kind_for(model: ResolvedModel, kind: BackendKind = "auto") -> str:
+def backend_kind_for(model: ResolvedModel, kind: BackendKind = "auto", adapter: str | None = None) -> str:
     if kind != "auto":
         return kind
+    if adapter and model.format == "gguf" and Path(adapter).is_dir():
+        return "transformers"
     return {"gguf": "llama.cpp", "hf": "transformers", "http": "openai"}[model.format]
 
 
@@ -31,7 +38,7 @@ def load_backend(
 ) -> GenerationBackend:
     """Resolve `name` and build its backend. `adapter` is a LoRA (GGUF for llama.cpp, peft folder otherwise)."""
     model = name if isinstance(name, ResolvedModel) else resolve_model(name)
-    chosen = backend_kind_for(model, kind)
+    chosen = backend_kind_for(model, kind, adapter)
     if chosen == "llama.cpp":
         if model.format != "gguf":
             raise ZslError(f"llama.cpp needs a .gguf file, and {model.name} is a {model.format} model")

@@ -18,6 +18,7 @@ SCREEN_NAMES = ("ask", "history", "simulator", "training", "models")
 
 def tui_command(
     policy: options.Policy = "embedded",
+    policy_adapter: options.PolicyAdapter = None,
     engine: options.Engine = "simulated",
     simulator: options.Simulator = "embedded",
     simulator_adapter: options.SimulatorAdapter = None,
@@ -53,7 +54,7 @@ def tui_command(
         min_searches=min_searches,
     )
     settings = Settings(
-        policy=policy, engine=engine, simulator=simulator, simulator_adapter=simulator_adapter, preset=preset,
+        policy=policy, policy_adapter=policy_adapter, engine=engine, simulator=simulator, simulator_adapter=simulator_adapter, preset=preset,
         corpus=corpus, url=url, use_cache=cache, store=store, agent=config,
     )
     ZslApp(Workbench(settings), run_dir=run, screen=screen).run()

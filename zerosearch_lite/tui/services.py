@@ -15,7 +15,7 @@ from pathlib import Path
 from .. import paths
 from ..agent.config import AgentConfig
 from ..agent.loop import Agent
-from ..agent.session import AskOutcome, SampleEvent, ask_events
+from ..agent.session import AskOutcome, SampleEvent, ask_events, engine_label, policy_label
 from ..agent.store import SessionStore
 from ..models.backends.base import GenerationBackend
 from ..models.spec import ResolvedModel
@@ -28,6 +28,7 @@ class Settings:
     """The choices `zsl tui` was started with (the same names `zsl ask` takes)."""
 
     policy: str = "embedded"
+    policy_adapter: str | None = None
     engine: str = "simulated"
     simulator: str = "embedded"
     simulator_adapter: str | None = None
@@ -40,8 +41,6 @@ class Settings:
 
     @property
     def engine_label(self) -> str:
-        from ..agent.commands import engine_label
-
         return engine_label(self.engine, self.simulator, self.corpus, self.url)
 
 
@@ -121,7 +120,8 @@ class Workbench:
             from ..models.spec import resolve_model
 
             model = resolve_model(self.settings.policy)
-            self._policy = load_backend(model, n_ctx=max(self.settings.agent.max_context, 2048))
+            self._policy = load_backend(model, n_ctx=max(self.settings.agent.max_context, 2048),
+                                        adapter=self.settings.policy_adapter)
             self._owned.add(id(self._policy))
             self._policy_model = model
             self._grammar_default = model.source == "embedded"
@@ -144,7 +144,10 @@ class Workbench:
             return self._engine
 
     def set_policy(self, name: str) -> None:
-        """Use another policy model from the next question on; never blocks on a running one."""
+        """Use another policy model from the next question on; never blocks on a running one. The
+        adapter given at start belonged to the old base, so it is dropped."""
+        if name != self.settings.policy:
+            self.settings.policy_adapter = None
         self.settings.policy = name
         if self._policy_model is None:  # an injected backend has no name to compare: drop it
             self._policy = None
@@ -190,7 +193,8 @@ class Workbench:
             agent = Agent(policy, engine, self.settings.agent, grammar_default=self._grammar_default)
             store = self.open_store() if self.settings.store else None
             on_status("generating…")
-            policy_name = self._policy_model.name if self._policy_model else getattr(policy, "model_id", "policy")
+            policy_name = (policy_label(self._policy_model.name, self.settings.policy_adapter) if self._policy_model
+                           else getattr(policy, "model_id", "policy"))
             try:
                 yield from ask_events(
                     agent, question, samples=samples, store=store, policy_name=policy_name,
