@@ -180,3 +180,36 @@ def test_the_adapter_decides_the_backend_of_a_gguf_base(tmp_path, embedded_path)
     assert backend_kind_for(model, "auto", str(tmp_path / "lora.gguf")) == "llama.cpp"
     assert backend_kind_for(model, "auto", str(peft_folder)) == "transformers"
     assert backend_kind_for(model, "llama.cpp", str(peft_folder)) == "llama.cpp"  # an explicit choice wins
+
+
+ABANDONED_STREAM = """
+import sys, gc
+from zerosearch_lite.models.loading import load_backend
+from zerosearch_lite.models.backends.base import SamplingParams
+gc.disable()  # keep the abandoned generator alive until exit, as a traceback or a cycle can
+backend = load_backend(sys.argv[1])
+stream = backend.stream("hello", SamplingParams(max_tokens=1000, temperature=1.0, seed=0))
+cycle = [stream]
+cycle.append(cycle)
+next(stream)
+print("abandoned", flush=True)
+"""
+
+
+def test_a_stream_abandoned_at_exit_is_stopped_and_the_process_exits_cleanly(tiny_model_dir):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", ABANDONED_STREAM, str(tiny_model_dir)], capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0 and "abandoned" in done.stdout, done.stderr
+    assert "terminate called" not in done.stderr
+
+
+def test_closing_a_stream_early_stops_its_worker(backend):
+    import threading
+
+    stream = backend.stream("hello", SamplingParams(max_tokens=1000, temperature=1.0, seed=0))
+    next(stream)
+    stream.close()
+    assert not [t for t in threading.enumerate() if t.name == "zsl-transformers-stream"]

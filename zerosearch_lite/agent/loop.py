@@ -132,17 +132,19 @@ class Agent:
                 constraint=self._constraint(turn, len(traj.searches)),
             )
             stream = self.policy.stream(transcript, params)
-            while True:
-                try:
-                    chunk = next(stream)
-                except StopIteration as done:
-                    completion = done.value
-                    break
-                yield AgentEvent("token", text=chunk)
-                if cancelled():
-                    stream.close()
-                    completion = None
-                    break
+            try:
+                while True:
+                    try:
+                        chunk = next(stream)
+                    except StopIteration as done:
+                        completion = done.value
+                        break
+                    yield AgentEvent("token", text=chunk)
+                    if cancelled():
+                        completion = None
+                        break
+            finally:  # also when the consumer abandons this generator (Ctrl-C, an error): stop generating now
+                stream.close()
             if completion is None:
                 traj.stop_reason = "cancelled"
                 break

@@ -3,13 +3,21 @@ adapter, or objects already in memory (`from_objects`, for rollouts of the polic
 
 Batched sampling with `n` samples per prompt, stop strings and streaming. It must not know about training
 (no optimizer, no loss) and imports torch, transformers and peft only inside its methods.
+
+Streaming runs `generate` in a worker thread. A worker must never outlive its stream: one still inside
+torch when the interpreter exits (after Ctrl-C, with the stream left unconsumed) aborts the process
+("terminate called without an active exception"). So every worker has a cancel flag that `generate`
+checks after each token; closing the stream sets it and joins the worker, and an `atexit` hook does the
+same for any stream nobody closed.
 """
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -28,6 +36,28 @@ from .base import (
     cut_at_stop,
     render_chat_template,
 )
+
+_LIVE_WORKERS: weakref.WeakKeyDictionary[threading.Thread, threading.Event] = weakref.WeakKeyDictionary()
+
+
+@atexit.register
+def _stop_live_workers() -> None:
+    """Cancel and join stream workers still running at exit (see the module docstring)."""
+    for worker, cancel in list(_LIVE_WORKERS.items()):
+        cancel.set()
+        worker.join(timeout=30)
+
+
+def _cancel_criterion(cancel: threading.Event) -> Any:
+    """A stopping criterion that ends generation of every row once `cancel` is set."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class Cancelled(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
+
+    return Cancelled()
 
 
 class TransformersBackend(GenerationBackend):
@@ -203,6 +233,11 @@ class TransformersBackend(GenerationBackend):
         width = batch["input_ids"].shape[1]
         kwargs = self._generate_kwargs(params, width)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        cancel = threading.Event()
+        from transformers import StoppingCriteriaList
+
+        kwargs["stopping_criteria"] = StoppingCriteriaList([*kwargs.get("stopping_criteria", []),
+                                                            _cancel_criterion(cancel)])
         result: dict[str, Any] = {}
 
         def run() -> None:
@@ -219,6 +254,7 @@ class TransformersBackend(GenerationBackend):
         raw, emitted = "", ""
         with _sampling_mode(self.model):
             worker = threading.Thread(target=run, name="zsl-transformers-stream", daemon=True)
+            _LIVE_WORKERS[worker] = cancel
             worker.start()
             try:
                 for chunk in streamer:
@@ -232,8 +268,10 @@ class TransformersBackend(GenerationBackend):
                         yield safe[len(emitted):]
                         emitted = safe
             finally:
-                # Also when the caller stops early: generation ends at max_tokens or a stop string anyway.
+                # Finished, or the caller stopped early (close(), an exception): stop generating, then wait.
+                cancel.set()
                 worker.join()
+                _LIVE_WORKERS.pop(worker, None)
         if "error" in result:
             raise result["error"]
         text = cut_at_stop(raw, params.stop)[0]
