@@ -111,13 +111,11 @@ def held_out(run: Path, args) -> None:
     trained = {json.loads(line)["question"].split(":")[0] for line in Path(cfg.data).read_text().splitlines() if line.strip()}
     rows, corpus = towns(args.held_out, seed=1, exclude=trained)
     examples = [QAExample(r["id"], r["question"], tuple(r["golden_answers"])) for r in rows]
-    engine = build_engine(cfg.engine) if cfg.engine == "template" else None
-    if engine is None:
-        from zerosearch_lite.simulator.corpus import CorpusSearchEngine
-
+    held_corpus = None
+    if cfg.engine == "corpus":  # the held-out towns' passages, indexed on their own
         held_corpus = run / "held_out_corpus.jsonl"
         held_corpus.write_text("".join(json.dumps(r) + "\n" for r in corpus))
-        engine = CorpusSearchEngine(held_corpus)
+    engine = build_engine(cfg.engine, corpus=held_corpus)
     print("\n| policy | held-out towns | samples | mean F1 | answered |\n|---|---:|---:|---:|---:|")
     for label, adapter in (("base", None), ("after GRPO", str(run / "adapter"))):
         policy = load_backend(cfg.policy, "transformers", adapter=adapter)

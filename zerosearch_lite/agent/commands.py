@@ -65,7 +65,8 @@ def ask_command(
     outcome: AskOutcome | None = None
     for item in ask_events(
         agent, question, samples=samples, store=session_store,
-        policy_name=policy_label(policy_model.name, policy_adapter), engine_name=engine_label(engine, simulator, corpus, url),
+        policy_name=policy_label(policy_model.name, policy_adapter),
+        engine_name=engine_label(engine, simulator, corpus, url),
     ):
         if isinstance(item, AskOutcome):
             outcome = item

@@ -30,6 +30,6 @@ def available_models() -> list[ResolvedModel]:
                 if fmt:
                     found.append(ResolvedModel(repo.repo_id, fmt, str(revision.snapshot_path), "hub", revision.size_on_disk))
                 break
-    except Exception:  # noqa: BLE001 - a missing or unreadable cache just lists nothing
-        return found
+    except Exception:  # noqa: BLE001, S110 - a missing or unreadable cache just lists nothing
+        pass
     return found

@@ -54,7 +54,7 @@ def tui_command(
         min_searches=min_searches,
     )
     settings = Settings(
-        policy=policy, policy_adapter=policy_adapter, engine=engine, simulator=simulator, simulator_adapter=simulator_adapter, preset=preset,
-        corpus=corpus, url=url, use_cache=cache, store=store, agent=config,
+        policy=policy, policy_adapter=policy_adapter, engine=engine, simulator=simulator,
+        simulator_adapter=simulator_adapter, preset=preset, corpus=corpus, url=url, use_cache=cache, store=store, agent=config,
     )
     ZslApp(Workbench(settings), run_dir=run, screen=screen).run()

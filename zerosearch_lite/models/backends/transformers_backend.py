@@ -227,15 +227,13 @@ class TransformersBackend(GenerationBackend):
 
     def stream(self, prompt: str, params: SamplingParams) -> Generator[str, None, Completion]:
         import torch
-        from transformers import TextIteratorStreamer
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         batch, prompt_lengths = self._batch([prompt])
         width = batch["input_ids"].shape[1]
         kwargs = self._generate_kwargs(params, width)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         cancel = threading.Event()
-        from transformers import StoppingCriteriaList
-
         kwargs["stopping_criteria"] = StoppingCriteriaList([*kwargs.get("stopping_criteria", []),
                                                             _cancel_criterion(cancel)])
         result: dict[str, Any] = {}
