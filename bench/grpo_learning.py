@@ -102,7 +102,7 @@ def held_out(run: Path, args) -> None:
     """Mean F1 of the base policy and of the trained adapter on towns the run never saw, same settings."""
     from zerosearch_lite.models.loading import load_backend
     from zerosearch_lite.simulator.factory import build_engine
-    from zerosearch_lite.train_lite.datasets import QAExample
+    from zerosearch_lite.evaluation.datasets import QAExample
     from zerosearch_lite.train_lite.grpo import load_run_config
     from zerosearch_lite.train_lite.rewards import reward
     from zerosearch_lite.train_lite.rollout import rollout

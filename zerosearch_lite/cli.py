@@ -7,13 +7,14 @@ import sys
 
 import typer
 
-from .agent.commands import ask_command, history_command
+from .agent.cli import ask_command, history_command
 from .errors import ZslError
-from .models.commands import export_command, models_command
-from .simulator.commands import search_command, serve_command
-from .train_lite.commands import sim_app
-from .train_lite.grpo_commands import train_app
-from .tui.command import tui_command
+from .evaluation.eval_cli import eval_app
+from .models.cli import export_command, models_command
+from .simulator.cli import search_command, serve_command
+from .train_lite.sim_cli import sim_app
+from .train_lite.train_cli import train_app
+from .tui.cli import tui_command
 
 app = typer.Typer(
     name="zsl",
@@ -31,9 +32,14 @@ app.command("history")(history_command)
 app.command("tui")(tui_command)
 app.add_typer(sim_app, name="sim")
 app.add_typer(train_app, name="train")
+app.add_typer(eval_app, name="eval")
 
 
 def main() -> None:
+    from .console import LazyBar
+    from .simulator import config as engine_config
+
+    engine_config.index_progress = LazyBar("embedding the corpus")
     try:
         app(prog_name="zsl")
     except ZslError as exc:

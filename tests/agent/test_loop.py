@@ -11,11 +11,11 @@ from zerosearch_lite.simulator.simulated import SimulatedSearchEngine
 DOCS = "\n".join(f"Doc {i}: (Mary Shelley) fact number {i} about the novel" for i in range(1, 6))
 
 
-def make_agent(policy_outputs, *, config=None, cache=None, grammar_default=False):
+def make_agent(policy_outputs, *, config=None, cache=None, grammar_default=None):
     policy = FakeBackend(policy_outputs)
     simulator = FakeBackend(default=DOCS)
     engine = SimulatedSearchEngine(simulator, cache=cache, structured=False)
-    return Agent(policy, engine, config or AgentConfig(grammar="off"), grammar_default=grammar_default), policy, simulator
+    return Agent(policy, engine, config or AgentConfig(grammar="off"), protocol_grammar=grammar_default), policy, simulator
 
 
 def test_search_then_answer_builds_an_append_only_transcript():
@@ -41,10 +41,13 @@ def test_invalid_output_gets_retry_message_and_run_continues():
     assert RETRY_MESSAGE in policy.history[1][0]
 
 
-def test_max_turns_ends_unfinished():
-    agent, _, _ = make_agent(["<search>a</search>"] * 3, config=AgentConfig(grammar="off", max_turns=3))
+def test_max_turns_ends_unfinished_and_a_search_on_the_last_turn_is_not_run():
+    agent, _, simulator = make_agent(["<search>a</search>", "<search>b</search>", "<search>c</search>"],
+                                     config=AgentConfig(grammar="off", max_turns=3))
     traj = agent.run("q")
-    assert not traj.finished and traj.stop_reason == "max_turns" and len(traj.searches) == 3
+    assert not traj.finished and traj.stop_reason == "max_turns" and len(traj.searches) == 2
+    assert isinstance(traj.steps[-1], Invalid) and "last turn" in traj.steps[-1].reason
+    assert len(simulator.history) == 2  # the third search would go unread: the engine never sees it
 
 
 def test_context_limit_ends_unfinished():

@@ -3,6 +3,7 @@
     python tests/data/make_slices.py [SHARED_DATA_DIR]      # default: ../shared/data beside the checkout
 
 hotpot_small.jsonl: the first 20 questions of hotpot_dev_sample.jsonl, unchanged.
+nq_small.jsonl: the first 30 questions of nq_open_dev.jsonl, unchanged (held-out questions for training runs).
 corpus_small.jsonl: every HotpotQA context paragraph of those questions, then FlashRAG passages (file
 order) up to 300 rows. The shared corpus stores the paragraphs (`hotpot_*` ids, titles unique) question
 by question, in question order, without marking where one question's paragraphs end; so the slice takes
@@ -19,6 +20,7 @@ import sys
 from pathlib import Path
 
 QUESTIONS = 20
+NQ_QUESTIONS = 30
 PASSAGES = 300
 HERE = Path(__file__).resolve().parent
 DEFAULT_SHARED = HERE.parents[2] / "shared" / "data"
@@ -62,6 +64,7 @@ def main() -> None:
     questions, rows = make_slices(shared)
     write_jsonl(HERE / "hotpot_small.jsonl", questions)
     write_jsonl(HERE / "corpus_small.jsonl", rows)
+    write_jsonl(HERE / "nq_small.jsonl", read_jsonl(shared / "nq_open_dev.jsonl")[:NQ_QUESTIONS])
     hotpot = sum(row["id"].startswith("hotpot_") for row in rows)
     print(
         f"{len(questions)} questions; {len(rows)} passages ({hotpot} HotpotQA, {len(rows) - hotpot} FlashRAG)"

@@ -1,4 +1,4 @@
-"""Export (models/export.py with gguf_convert, gguf_vocab, gguf_verify and quantize), checked with real
+"""Export (models/export/: the pipeline with gguf_convert, gguf_vocab, gguf_verify and quantize), checked with real
 llama.cpp on the written files.
 
 Tiny random-weight models (SmolLM2's tokenizer) cover the architectures, both routes and the failure paths
@@ -19,7 +19,7 @@ from conftest import run_zsl
 
 from zerosearch_lite.errors import ZslError
 from zerosearch_lite.models.export import ExportConfig, export_loaded, export_model
-from zerosearch_lite.models.gguf_vocab import llama_pre_tokenizer
+from zerosearch_lite.models.export.gguf_vocab import llama_pre_tokenizer
 
 # f32 files of the tiny models: only the order of float sums differs from transformers (measured up to
 # ~3e-3 with their sharpened attention); a wrong q/k or LoRA-B row layout shows as 0.4-0.8.
@@ -195,7 +195,7 @@ def test_cli_export_writes_a_card_with_the_training_run(tiny_model_dir, tmp_path
 
 
 def test_verification_catches_a_wrong_tensor_layout(tiny_models, tmp_path, monkeypatch):
-    from zerosearch_lite.models import gguf_convert
+    from zerosearch_lite.models.export import gguf_convert
 
     monkeypatch.setattr(gguf_convert, "rope_pairs_interleaved", lambda weight, n_head: weight)
     with pytest.raises(ZslError, match="verification failed: f16 logits differ"):

@@ -6,8 +6,8 @@ import pytest
 from conftest import drain
 
 from zerosearch_lite.errors import ZslError
-from zerosearch_lite.models.backends.base import SamplingParams
-from zerosearch_lite.models.backends.transformers_backend import TransformersBackend, _stop_prefix_overlap
+from zerosearch_lite.models.backends.base import SamplingParams, stop_prefix_overlap
+from zerosearch_lite.models.backends.transformers_backend import TransformersBackend
 from zerosearch_lite.models.loading import load_backend
 from zerosearch_lite.models.spec import ResolvedModel, resolve_model
 
@@ -85,10 +85,10 @@ def test_stream_never_leaks_a_stop_string(backend):
     assert completion.finish_reason == "stop"
 
 
-def test_stop_prefix_overlap():
-    assert _stop_prefix_overlap("abc </sea", ["</search>"]) == 5
-    assert _stop_prefix_overlap("abc", ["</search>"]) == 0
-    assert _stop_prefix_overlap("x<", ["<a>", "</b>"]) == 1
+def teststop_prefix_overlap():
+    assert stop_prefix_overlap("abc </sea", ["</search>"]) == 5
+    assert stop_prefix_overlap("abc", ["</search>"]) == 0
+    assert stop_prefix_overlap("x<", ["<a>", "</b>"]) == 1
 
 
 def test_from_objects_samples_in_eval_mode_and_restores_train_mode(backend):

@@ -1,6 +1,9 @@
+import pytest
+
+from zerosearch_lite.errors import ZslError
 from zerosearch_lite.models.backends.fake import FakeBackend
 from zerosearch_lite.simulator.cache import DocumentCache
-from zerosearch_lite.simulator.simulated import SimulatedSearchEngine
+from zerosearch_lite.simulator.simulated import NoiseGuard, SimulatedSearchEngine, holds_answer
 from zerosearch_lite.simulator.types import SearchContext
 
 DOCS = "Doc 1: (A) alpha beta gamma\nDoc 2: (B) delta epsilon zeta\nDoc 3: (C) eta theta iota"
@@ -62,3 +65,110 @@ def test_zerosearch_preset_format():
     prompt = backend.history[0][0]
     assert "five noisy documents" in prompt and prompt.rstrip().endswith("Noisy Output:<|im_end|>\n<|im_start|>assistant")
     assert 'question: "Q?" whose answer is "A"' in prompt
+
+
+# ---------------------------------------------------------------------------------------------- noise guard
+
+CONTEXT = SearchContext("Who wrote Frankenstein?", ("Mary Shelley",))
+LEAKY = "Doc 1: (Gothic) A novel of 1818.\nDoc 2: (Author) Mary Shelley wrote it.\nDoc 3: (Shelley) Percy's early poems."
+CLEAN = "Doc 1: (Library) Old catalogue cards.\nDoc 2: (Shelving) Maryland library shelves.\nDoc 3: (Books) A short list."
+ALL_LEAKY = "Doc 1: (A) written by mary shelley!\nDoc 2: (B) By Mary Shelley, 1818.\nDoc 3: (C) An unrelated page."
+USEFUL_MISS = "Doc 1: (A) a gothic novel.\nDoc 2: (B) printed in London.\nDoc 3: (C) three volumes."
+USEFUL_HIT = "Doc 1: (A) Mary Shelley wrote Frankenstein.\nDoc 2: (B) printed in London.\nDoc 3: (C) 1818."
+
+
+def holds(docs):
+    return [holds_answer(d, CONTEXT.golden_answers) for d in docs]
+
+
+def test_guard_regenerates_a_leaked_noisy_document_in_its_place():
+    backend = FakeBackend([LEAKY, CLEAN])
+    engine = SimulatedSearchEngine(backend, structured=False, guard="drop")
+    result = engine.lookup(["frankenstein author"], 3, mode="noisy", context=CONTEXT)[0]
+    # "Maryland" and "Percy's" are not the answer: whole words only
+    assert [d.text for d in result.docs] == ["A novel of 1818.", "Old catalogue cards.", "Percy's early poems."]
+    assert (result.guard_leaked, result.guard_regenerated, result.guard_dropped, result.guard_retries) == (1, 1, 0, 1)
+    assert [params.seed for _, params in backend.history] == [0, 1]  # a regeneration gets a new seed
+    assert result.generated_tokens == sum(len(text.split()) for text in (LEAKY, CLEAN))
+    assert result.guard_seconds > 0 and result.seconds >= result.guard_seconds
+
+
+def test_drop_guard_drops_what_still_leaks_after_the_attempts():
+    backend = FakeBackend(default=ALL_LEAKY)
+    engine = SimulatedSearchEngine(backend, structured=False, guard=NoiseGuard(mode="drop", attempts=2))
+    result = engine.lookup(["frankenstein author"], 3, mode="noisy", context=CONTEXT)[0]
+    assert len(backend.history) == 3  # the first generation and two regenerations
+    assert [d.text for d in result.docs] == ["An unrelated page."]
+    assert (result.guard_leaked, result.guard_regenerated, result.guard_dropped) == (2, 0, 2)
+    useful = engine.lookup(["frankenstein author"], 3, mode="useful", context=CONTEXT)[0]
+    assert useful.guard_retries == 0  # "drop" leaves useful results alone
+
+
+def test_retry_guard_replaces_leaks_with_clean_noisy_documents_of_other_queries():
+    def respond(prompt):
+        return ALL_LEAKY if "Query: frankenstein author" in prompt else CLEAN
+
+    backend = FakeBackend(default=respond)
+    engine = SimulatedSearchEngine(backend, structured=False, guard=NoiseGuard(mode="retry", attempts=1))
+    other_question = SearchContext("Who wrote Dracula?", ("Bram Stoker",))
+    leaky, clean, elsewhere = engine.lookup_requests(
+        [("frankenstein author", "noisy", CONTEXT), ("frankenstein novel", "noisy", CONTEXT),
+         ("dracula author", "noisy", other_question)], 3)
+    assert len(leaky.docs) == 3 and not any(holds(leaky.docs))  # k documents kept, none holds the answer
+    assert [d.text for d in leaky.docs] == ["Old catalogue cards.", "Maryland library shelves.", "An unrelated page."]
+    assert (leaky.guard_leaked, leaky.guard_replaced, leaky.guard_dropped, leaky.guard_retries) == (2, 2, 0, 1)
+    assert clean.guard_leaked == 0 and clean.guard_retries == 0 and elsewhere.guard_retries == 0
+
+
+def test_retry_guard_regenerates_a_useful_result_without_an_answer():
+    backend = FakeBackend([USEFUL_MISS, USEFUL_HIT])
+    engine = SimulatedSearchEngine(backend, structured=False, guard="retry")
+    result = engine.lookup(["frankenstein author"], 3, mode="useful", context=CONTEXT)[0]
+    assert any(holds(result.docs)) and result.guard_retries == 1
+    hopeless = FakeBackend(default=USEFUL_MISS)
+    kept = SimulatedSearchEngine(hopeless, structured=False, guard="retry").lookup(
+        ["frankenstein author"], 3, mode="useful", context=CONTEXT)[0]
+    assert len(hopeless.history) == 3 and kept.docs[0].text == "a gothic novel."
+
+
+def test_no_guard_without_gold_answers(tmp_path):
+    cache = DocumentCache(tmp_path / "c.db")
+    backend = FakeBackend(default=ALL_LEAKY)
+    engine = SimulatedSearchEngine(backend, cache=cache, structured=False, guard="retry")
+    for context in (None, SearchContext("Who wrote Frankenstein?", ())):  # inference, or a question without answers
+        result = engine.lookup(["frankenstein author"], 3, mode="noisy", context=context)[0]
+        assert len(result.docs) == 3 and result.guard_retries == 0 and not result.cache_hit
+    assert len(backend.history) == 2
+    unguarded = SimulatedSearchEngine(FakeBackend(), cache=cache, structured=False)
+    assert unguarded.lookup(["frankenstein author"], 3, mode="noisy")[0].cache_hit  # the same key as unguarded
+
+
+def test_guarded_and_unguarded_results_never_share_a_cache_entry(tmp_path):
+    cache = DocumentCache(tmp_path / "c.db")
+    plain = SimulatedSearchEngine(FakeBackend(default=LEAKY), cache=cache, structured=False)
+    assert any(holds(plain.lookup(["frankenstein author"], 3, mode="noisy", context=CONTEXT)[0].docs))
+    backend = FakeBackend([LEAKY, CLEAN])
+    guarded = SimulatedSearchEngine(backend, cache=cache, structured=False, guard="drop")
+    first = guarded.lookup(["frankenstein author"], 3, mode="noisy", context=CONTEXT)[0]
+    assert not first.cache_hit and len(backend.history) == 2  # the leaky unguarded entry was not reused
+    again = guarded.lookup(["frankenstein author"], 3, mode="noisy", context=CONTEXT)[0]
+    assert again.cache_hit and again.docs == first.docs and not any(holds(again.docs))
+    assert again.guard_retries == 0 and again.generated_tokens == 0
+    assert any(holds(plain.lookup(["frankenstein author"], 3, mode="noisy", context=CONTEXT)[0].docs))
+    other_attempts = SimulatedSearchEngine(FakeBackend(default=CLEAN), cache=cache, structured=False,
+                                           guard=NoiseGuard(mode="drop", attempts=1))
+    assert not other_attempts.lookup(["frankenstein author"], 3, mode="noisy", context=CONTEXT)[0].cache_hit
+
+
+def test_generated_tokens_are_counted_once_for_a_shared_generation(tmp_path):
+    backend = FakeBackend(default=DOCS)
+    engine = SimulatedSearchEngine(backend, cache=DocumentCache(tmp_path / "c.db"), structured=False)
+    first, duplicate, other = engine.lookup(["same query", "Same query?", "other"], 3)
+    assert first.generated_tokens == len(DOCS.split()) == other.generated_tokens
+    assert duplicate.generated_tokens == 0 and duplicate.docs == first.docs
+    assert engine.lookup(["same query"], 3)[0].generated_tokens == 0  # a cache hit writes nothing
+
+
+def test_unknown_guard_is_a_one_line_error():
+    with pytest.raises(ZslError, match="unknown noise guard 'always'"):
+        SimulatedSearchEngine(FakeBackend(), guard="always")  # type: ignore[arg-type]

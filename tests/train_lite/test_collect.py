@@ -4,12 +4,12 @@ import json
 
 from zerosearch_lite.agent.config import AgentConfig
 from zerosearch_lite.agent.loop import Agent
+from zerosearch_lite.evaluation.datasets import QAExample
 from zerosearch_lite.models.backends.fake import FakeBackend
 from zerosearch_lite.simulator.engine import SearchEngine
 from zerosearch_lite.simulator.parsing import parse_documents
 from zerosearch_lite.simulator.types import Doc, SearchResult
 from zerosearch_lite.train_lite.collect import COLLECT_FILE, SFT_FILE, collect, render_docs
-from zerosearch_lite.train_lite.datasets import QAExample
 
 
 class ListEngine(SearchEngine):

@@ -6,27 +6,37 @@ import random
 
 import pytest
 import torch
-from conftest import DATA
 
-from zerosearch_lite.agent.config import AgentConfig
-from zerosearch_lite.agent.loop import apply_search, apply_turn
+from zerosearch_lite.agent.config import AgentConfig, PolicyConfig
 from zerosearch_lite.agent.protocol import render_information, user_message
+from zerosearch_lite.agent.rollout import Rollout, RolloutRequest, RolloutStats
+from zerosearch_lite.agent.turns import apply_search, apply_turn, start_trajectory
 from zerosearch_lite.agent.types import Segment, Trajectory
 from zerosearch_lite.errors import ZslError
+from zerosearch_lite.evaluation.datasets import QAExample
+from zerosearch_lite.models.backends.base import Completion
 from zerosearch_lite.models.backends.fake import FakeBackend
+from zerosearch_lite.models.backends.transformers_backend import TransformersBackend
 from zerosearch_lite.models.spec import resolve_model
 from zerosearch_lite.simulator.cache import DocumentCache
 from zerosearch_lite.simulator.simulated import SimulatedSearchEngine
-from zerosearch_lite.simulator.types import Doc, SearchResult
+from zerosearch_lite.simulator.types import Doc, SearchContext, SearchResult
 from zerosearch_lite.train_lite import grpo as grpo_module
 from zerosearch_lite.train_lite.curriculum import Curriculum
-from zerosearch_lite.train_lite.datasets import QAExample
 from zerosearch_lite.train_lite.grpo import GRPOConfig, build_trainer
 from zerosearch_lite.train_lite.grpo_loss import group_advantages, grpo_loss, token_logprobs
 from zerosearch_lite.train_lite.metrics import read_metrics
 from zerosearch_lite.train_lite.modeling import LoraSettings, add_lora, load_base, load_tokenizer
 from zerosearch_lite.train_lite.recycle import RecyclePool
-from zerosearch_lite.train_lite.rollout import RolloutBatch, rollout, tokenize_trajectory
+from zerosearch_lite.train_lite.sequences import tokenize_trajectory
+
+TURNS = AgentConfig(grammar="off", max_turns=4)
+
+
+def record(policy, traj: Trajectory, text: str, ids: list[int] | None = None):
+    """One generated turn, as a backend would return it."""
+    return apply_turn(policy, traj, Completion(text, "stop", token_ids=ids), config=TURNS, turn=traj.turns)
+
 
 # ------------------------------------------------------------------------------------------- curriculum
 
@@ -50,13 +60,15 @@ def tokenizer(tiny_model_dir):
 
 
 def built_trajectory(tokenizer) -> Trajectory:
+    policy = FakeBackend()  # no token ids: the environment text is tokenized by `tokenize_trajectory`
     traj = Trajectory(question="who wrote frankenstein?")
     prompt = tokenizer.apply_chat_template(user_message(traj.question), tokenize=False, add_generation_prompt=True)
     traj.segments.append(Segment(prompt, generated=False))
-    action = apply_turn(traj, "<think>I should look it up.</think>\n<search>frankenstein author", "stop")[-1]
-    apply_search(traj, action, SearchResult("frankenstein author", [Doc("Frankenstein", "A novel by Mary Shelley.", "t")]))
-    apply_turn(traj, "no tags at all", "stop")  # invalid: the retry hint is environment text
-    apply_turn(traj, "<think>It is Mary Shelley.</think>\n<answer> Mary Shelley", "stop")
+    action = record(policy, traj, "<think>I should look it up.</think>\n<search>frankenstein author")[-1]
+    apply_search(traj, action, SearchResult("frankenstein author", [Doc("Frankenstein", "A novel by Mary Shelley.", "t")]),
+                 policy=policy)
+    record(policy, traj, "no tags at all")  # invalid: the retry hint is environment text
+    record(policy, traj, "<think>It is Mary Shelley.</think>\n<answer> Mary Shelley")
     return traj
 
 
@@ -162,41 +174,87 @@ def test_rollout_groups_noise_and_shared_cache(tmp_path):
 
     examples = [QAExample("q1", "who wrote frankenstein?", ("Mary Shelley",)),
                 QAExample("q2", "who wrote dracula?", ("Bram Stoker",))]
+    requests = [RolloutRequest(e.question, SearchContext(e.question, e.golden_answers)) for e in examples for _ in range(3)]
     agent = AgentConfig(max_turns=3, k=2, grammar="off")
     for noise_p, mode in ((0.0, "useful"), (1.0, "noisy")):
         simulator = FakeBackend(default="Doc 1: (A) alpha beta gamma\nDoc 2: (B) delta epsilon zeta")
         engine = SimulatedSearchEngine(simulator, cache=DocumentCache(tmp_path / f"c{noise_p}.db"), structured=False)
-        batch = rollout(FakeBackend(default=policy_turn), engine, examples, 3, agent,
-                        noise_p=noise_p, rng=random.Random(0))
-        assert [len(g) for g in batch.groups] == [3, 3]
-        assert all(t.answer == "Mary Shelley" and t.finished for t in batch.trajectories)
-        assert {s.mode for t in batch.trajectories for s in t.searches} == {mode}
+        trajectories, stats = Rollout(FakeBackend(default=policy_turn), engine, agent).run(
+            requests, noise_p=noise_p, rng=random.Random(0))
+        assert len(trajectories) == 6
+        assert all(t.answer == "Mary Shelley" and t.finished for t in trajectories)
+        assert {s.mode for t in trajectories for s in t.searches} == {mode}
         # the group's identical searches share one generation; a later batch is served by the cache
-        assert batch.searches == 6 and len(simulator.history) == 2
-        again = rollout(FakeBackend(default=policy_turn), engine, examples, 3, agent,
-                        noise_p=noise_p, rng=random.Random(0))
+        assert stats.searches == 6 and len(simulator.history) == 2
+        assert stats.noisy_share == noise_p
+        _, again = Rollout(FakeBackend(default=policy_turn), engine, agent).run(
+            requests, noise_p=noise_p, rng=random.Random(0))
         assert again.cache_hits == 6 and again.cache_hit_rate == 1.0 and len(simulator.history) == 2
+
+
+def test_training_uses_the_sampled_token_ids_not_a_retokenization(tokenizer, tiny_model_dir):
+    """Token-out: a turn sampled as a non-canonical split of its text ("Mary" as "M" + "ary") is trained on
+    exactly as sampled, although re-tokenizing the text gives other ids."""
+    torch.manual_seed(0)
+    model = load_base(resolve_model(str(tiny_model_dir)), load_in_4bit=False, gradient_checkpointing=False)
+    policy = TransformersBackend.from_objects(model, tokenizer)
+    text = "<think>It is Mary.</think>\n<answer> Mary"
+    canonical = tokenizer(text, add_special_tokens=False)["input_ids"]
+    sampled = []
+    for piece in ("<think>It is ", "M", "ary", ".</think>\n<answer> ", "M", "ary", "</answer>"):
+        sampled += tokenizer(piece, add_special_tokens=False)["input_ids"]
+    assert tokenizer.decode(sampled) == text + "</answer>" and sampled[: len(canonical)] != canonical
+    traj = start_trajectory(policy, "who?")
+    record_policy = policy
+    apply_turn(record_policy, traj, Completion(text, "stop", token_ids=sampled), config=TURNS, turn=0)
+    ids, mask = tokenize_trajectory(tokenizer, traj.segments, max_length=4096)
+    trained = [t for t, m in zip(ids, mask, strict=True) if m]
+    assert trained == sampled  # not tokenizer(text + "</answer>")
+    assert ids[: len(traj.segments[0].token_ids)] == traj.segments[0].token_ids
+
+
+def test_real_rollouts_carry_the_sampled_ids_into_the_prompt_and_the_loss(tokenizer, tiny_model_dir):
+    """A real transformers rollout: each generated segment keeps its sampled ids, the next turn's prompt is
+    built from them (token-in), and the loss mask marks exactly those ids."""
+    torch.manual_seed(0)
+    model = load_base(resolve_model(str(tiny_model_dir)), load_in_4bit=False, gradient_checkpointing=False)
+    policy = TransformersBackend.from_objects(model, tokenizer)
+    calls = []
+    generate = policy.generate
+    policy.generate = lambda prompts, params: calls.append(list(prompts)) or generate(prompts, params)
+    agent = AgentConfig(grammar="off", max_turns=2, max_tokens_per_turn=12, temperature=1.0, top_p=1.0)
+    trajectories, _ = Rollout(policy, SimulatedSearchEngine(FakeBackend(), structured=False), agent).run(
+        [RolloutRequest("who wrote frankenstein?")] * 2)
+    for traj in trajectories:
+        generated = [s for s in traj.segments if s.generated]
+        assert generated and all(s.token_ids for s in generated)
+        ids, mask = tokenize_trajectory(tokenizer, traj.segments, max_length=4096)
+        assert [t for t, m in zip(ids, mask, strict=True) if m] == [i for s in generated for i in s.token_ids]
+    assert len(calls) == 2  # random text has no tags: an invalid first turn, then a second one
+    for prompt, traj in zip(calls[1], trajectories, strict=True):  # token-in: the second prompt is ids
+        first_turn = next(s for s in traj.segments if s.generated)
+        assert not isinstance(prompt, str)
+        start = len(traj.segments[0].token_ids)
+        assert prompt[start : start + len(first_turn.token_ids)] == first_turn.token_ids
 
 
 # ------------------------------------------------------------------------------------------- trainer
 
 
-def scripted_rollout(policy, engine, examples, group_size, agent, *, noise_p, rng, stopped=lambda: False,
-                     constrained=False, max_rows=None):
+def scripted_roll(self, examples, noise_p, rng, stopped):
     """Deterministic stand-in for rollouts: 'always' questions are answered right by every sample (a
     zero-variance group); the others right or wrong at random from the step's seeded rng."""
-    batch = RolloutBatch(examples=list(examples), groups=[])
+    policy = FakeBackend()
+    trajectories = []
     for example in examples:
-        group = []
-        for _ in range(group_size):
+        for _ in range(self.cfg.group_size):
             right = example.question.startswith("always") or rng.random() < 0.5
             answer = example.golden_answers[0] if right else "nobody"
             traj = Trajectory(question=example.question)
-            traj.segments.append(Segment(policy.render_chat(user_message(example.question)), generated=False))
-            apply_turn(traj, f"<think>thinking about {example.id}</think>\n<answer> {answer}", "stop")
-            group.append(traj)
-        batch.groups.append(group)
-    return batch
+            traj.segments.append(Segment(self.policy.render_chat(user_message(example.question)), generated=False))
+            record(policy, traj, f"<think>thinking about {example.id}</think>\n<answer> {answer}")
+            trajectories.append(traj)
+    return trajectories, RolloutStats()
 
 
 @pytest.fixture()
@@ -210,20 +268,20 @@ def qa_file(tmp_path):
 
 def make_cfg(qa_file, out, **overrides) -> GRPOConfig:
     values = {"data": str(qa_file), "out": str(out), "steps": 4, "batch_questions": 2, "group_size": 3, "lr": 1e-2,
-                  "save_every": 2, "recycle_share": 0.5, "pool_cooldown": 1, "lora_r": 4, "lora_alpha": 8, "micro_batch": 2, "seed": 3}
+              "save_every": 2, "recycle_share": 0.5, "pool_cooldown": 1, "lora_r": 4, "lora_alpha": 8, "micro_batch": 2,
+              "seed": 3, "engine": {"kind": "template"}}
     return GRPOConfig(**(values | overrides))
 
 
 def trainer_for(cfg, tiny_model_dir, resume=False):
     torch.manual_seed(0)
     model = load_base(resolve_model(str(tiny_model_dir)), load_in_4bit=False, gradient_checkpointing=False)
-    return build_trainer(cfg.model_copy(update={"policy": str(tiny_model_dir)}), resume=resume, model=model,
-                         engine=object())
+    return build_trainer(cfg.model_copy(update={"policy": PolicyConfig(name=str(tiny_model_dir))}), resume=resume, model=model)
 
 
 @pytest.fixture()
 def scripted(monkeypatch):
-    monkeypatch.setattr(grpo_module, "rollout", scripted_rollout)
+    monkeypatch.setattr(grpo_module.GRPOTrainer, "roll", scripted_roll)
 
 
 def adapter_weights(trainer) -> dict[str, torch.Tensor]:
@@ -290,13 +348,13 @@ def test_ctrl_c_during_rollouts_saves_the_last_finished_step(scripted, qa_file, 
     trainer = trainer_for(cfg, tiny_model_dir)
     calls = {"n": 0}
 
-    def interrupted(*args, **kwargs):
+    def interrupted(self, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
-        return scripted_rollout(*args, **kwargs)
+        return scripted_roll(self, *args, **kwargs)
 
-    monkeypatch.setattr(grpo_module, "rollout", interrupted)
+    monkeypatch.setattr(grpo_module.GRPOTrainer, "roll", interrupted)
     with pytest.raises(KeyboardInterrupt):
         trainer.train()
     resumed = trainer_for(cfg, tiny_model_dir, resume=True)
@@ -308,15 +366,157 @@ def test_resume_needs_a_run_directory(tmp_path):
         grpo_module.load_run_config(tmp_path)
 
 
-def test_real_rollouts_and_update_on_the_tiny_model(qa_file, tmp_path, tiny_model_dir):
-    """No script: the tiny random policy samples real turns against the BM25 corpus engine."""
-    cfg = make_cfg(qa_file, tmp_path / "real", steps=1, engine="corpus", corpus=str(DATA / "corpus_small.jsonl"),
-                   agent=AgentConfig(max_turns=2, max_tokens_per_turn=16, max_context=1024, k=2, grammar="off",
+def test_old_flat_run_configs_still_load():
+    old = {"data": "qa.jsonl", "out": "runs/x", "policy": "embedded", "engine": "corpus", "corpus": "c.jsonl",
+           "simulator": "embedded", "simulator_backend": "auto", "simulator_adapter": None,
+           "simulator_load_in_4bit": False, "preset": "zsl", "url": None}
+    cfg = GRPOConfig.model_validate(old)
+    assert cfg.policy.name == "embedded" and cfg.engine.kind == "corpus" and cfg.engine.corpus == "c.jsonl"
+
+
+def lora_parameters(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
+
+
+def test_a_real_step_with_varying_rewards_updates_every_lora_parameter(tmp_path, tokenizer, tiny_model_dir):
+    """No script: the tiny random policy samples protocol-constrained turns against the template engine. Its
+    answers are random words; gold answers made of common vocabulary words make some of them score, so groups
+    have reward variance, and the update must move every trainable parameter (TRL's smoke-test rule)."""
+    words = sorted({w for w in (tokenizer.decode([i]).strip().lower() for i in range(300, 6000)) if w.isalpha()})
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("".join(f'{{"id": "q{i}", "question": "question {i}?", "golden_answers": {words!r}}}\n'.replace("'", '"')
+                          for i in range(2)))
+    cfg = make_cfg(qa, tmp_path / "real", steps=1, batch_questions=2, group_size=4, lr=1e-2, zero_variance="keep",
+                   agent=AgentConfig(max_turns=2, max_tokens_per_turn=24, max_context=1024, k=2, grammar="on",
                                      temperature=1.0, top_p=1.0))
-    torch.manual_seed(0)
-    model = load_base(resolve_model(str(tiny_model_dir)), load_in_4bit=False, gradient_checkpointing=False)
-    trainer = build_trainer(cfg.model_copy(update={"policy": str(tiny_model_dir)}), resume=False, model=model)
+    trainer = trainer_for(cfg, tiny_model_dir)
+    before = lora_parameters(trainer.model)
     trainer.train()
     (row,) = read_metrics(cfg.out)
-    assert row.step == 1 and row.response_tokens > 0 and row.rollout_seconds > 0
+    assert row.step == 1 and row.reward_std > 0 and row.loss is not None  # rewards varied: a real update
+    assert row.searches and row.searches_per_question == 1.0  # the constrained first turn searched
+    after = lora_parameters(trainer.model)
+    unchanged = [name for name, value in before.items() if torch.equal(value, after[name])]
+    assert not unchanged, unchanged
     assert (tmp_path / "real" / "adapter" / "adapter_config.json").is_file()
+
+
+def test_heldout_scores_land_on_their_steps_and_best_keeps_the_best_adapter(scripted, qa_file, tmp_path,
+                                                                          tiny_model_dir, monkeypatch):
+    scores = iter([0.2, 0.6, 0.4])
+
+    def fake_score(rollout, examples, step):
+        from zerosearch_lite.train_lite.heldout import HeldOutScore
+
+        f1 = next(scores)
+        return HeldOutScore(step, f1, f1, f1, 1.0, 1.0)
+
+    monkeypatch.setattr(grpo_module, "score_heldout", fake_score)
+    cfg = make_cfg(qa_file, tmp_path / "run", steps=6, eval_data=str(qa_file), eval_every=2, eval_limit=2)
+    trainer = trainer_for(cfg, tiny_model_dir)
+    saved = {}
+    offer = trainer.best.offer
+
+    def remember(model, score):
+        kept = offer(model, score)
+        if kept:
+            saved[score.step] = lora_parameters(model)
+        return kept
+
+    trainer.best.offer = remember
+    trainer.train()
+    rows = read_metrics(cfg.out)
+    assert [r.step for r in rows if r.heldout_f1 is not None] == [2, 4, 6]
+    assert [r.heldout_f1 for r in rows if r.heldout_f1 is not None] == [0.2, 0.6, 0.4]
+    import json
+
+    from peft import PeftModel
+
+    best = json.loads((tmp_path / "run" / "best" / "best.json").read_text())
+    assert best["step"] == 4 and best["f1"] == 0.6
+    torch.manual_seed(0)
+    base = load_base(resolve_model(str(tiny_model_dir)), load_in_4bit=False, gradient_checkpointing=False)
+    reloaded = PeftModel.from_pretrained(base, str(tmp_path / "run" / "best"))
+    for name, value in reloaded.named_parameters():
+        if "lora_" in name:
+            match = [v for k, v in saved[4].items() if k.replace(".default", "") == name.replace(".default", "")]
+            assert match and torch.allclose(value, match[0]), name
+
+
+def test_resume_keeps_the_best_adapter_and_the_heldout_rows(scripted, qa_file, tmp_path, tiny_model_dir, monkeypatch):
+    from zerosearch_lite.train_lite.heldout import HeldOutScore
+
+    values = {2: 0.5, 4: 0.1, 6: 0.3}
+    monkeypatch.setattr(grpo_module, "score_heldout",
+                        lambda rollout, examples, step: HeldOutScore(step, 0, 0, values[step], 1.0, 1.0))
+    cfg = make_cfg(qa_file, tmp_path / "run", steps=6, eval_data=str(qa_file), eval_every=2, save_every=2)
+    first = trainer_for(cfg, tiny_model_dir)
+    for step in range(5):  # checkpoint at step 4; step 5's row is written, then the process "dies"
+        first.run_step(step, stopped=lambda: False)
+    best_before = (tmp_path / "run" / "best" / "adapter_model.safetensors").read_bytes()
+    resumed = trainer_for(cfg, tiny_model_dir, resume=True)
+    assert resumed.step == 4 and resumed.best.best.step == 2
+    resumed.train()
+    rows = read_metrics(cfg.out)
+    assert [(r.step, r.heldout_f1) for r in rows if r.heldout_f1 is not None] == [(2, 0.5), (4, 0.1), (6, 0.3)]
+    assert (tmp_path / "run" / "best" / "adapter_model.safetensors").read_bytes() == best_before
+    assert "far below its best" in (rows[3].warning or "")
+
+
+class HandOverBackend(FakeBackend):
+    """Stands in for vLLM in the trainer's process: records adapters handed over and sleeps."""
+
+    class settings:  # noqa: N801 - mirrors VLLMSettings' attribute
+        enable_sleep_mode = True
+
+    def __init__(self):
+        super().__init__()
+        self.events: list[tuple[str, object]] = []
+
+    def set_adapter(self, path):
+        from safetensors.torch import load_file
+
+        self.events.append(("adapter", load_file(str(path / "adapter_model.safetensors"))))
+
+    def sleep(self, level: int = 1):
+        self.events.append(("sleep", level))
+
+
+def test_a_separate_rollout_backend_sleeps_through_each_update_and_gets_the_new_adapter(
+        scripted, qa_file, tmp_path, tiny_model_dir, monkeypatch):
+    backend = HandOverBackend()
+    monkeypatch.setattr(grpo_module, "rollout_backend", lambda cfg, model: backend)
+    trainer = trainer_for(make_cfg(qa_file, tmp_path / "run", steps=2), tiny_model_dir)
+    assert trainer.policy is backend and [e[0] for e in backend.events] == ["adapter"]  # the start adapter
+    trainer.train()
+    kinds = [e[0] for e in backend.events]
+    assert kinds == ["adapter", "sleep", "adapter", "sleep", "adapter"]
+    from safetensors.torch import load_file
+
+    handed = [e[1] for e in backend.events if e[0] == "adapter"]
+    final = load_file(str(tmp_path / "run" / "adapter" / "adapter_model.safetensors"))
+    assert handed[-1].keys() == final.keys()
+    assert all(torch.equal(handed[-1][k], final[k]) for k in final)  # the last hand-over is the trained adapter
+    assert any(not torch.equal(handed[0][k], handed[-1][k]) for k in final)  # and it moved since the start
+
+
+def test_a_grpo_step_logs_the_documents_the_noise_guard_caught(tmp_path, tiny_model_dir):
+    """Every search is noisy (p = 1) and the simulator leaks the gold answer into its noisy documents: the
+    guard (on by default in training) catches them, and the step's row counts them with the search totals."""
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text('{"id": "q", "question": "Capital of France?", "golden_answers": ["Paris"]}\n')
+    leaky = FakeBackend(default="Doc 1: (A) Paris is the capital of France, it says here.\n"
+                                "Doc 2: (B) Some other text about unrelated topics entirely.")
+    engine = SimulatedSearchEngine(leaky, structured=False, guard="drop", cache=None)
+    cfg = make_cfg(qa, tmp_path / "run", steps=1, batch_questions=1, group_size=2,
+                   curriculum=Curriculum(p_start=1.0, p_end=1.0),
+                   agent=AgentConfig(max_turns=2, max_tokens_per_turn=24, max_context=1024, k=2, grammar="on"))
+    assert GRPOConfig(data="qa.jsonl", out="x").engine.guard == "drop"  # on by default in training
+    torch.manual_seed(0)
+    model = load_base(resolve_model(str(tiny_model_dir)), load_in_4bit=False, gradient_checkpointing=False)
+    trainer = build_trainer(cfg.model_copy(update={"policy": PolicyConfig(name=str(tiny_model_dir))}),
+                            resume=False, model=model, engine=engine)
+    row = trainer.run_step(0, stopped=lambda: False)
+    assert row.searches == 2 and row.noisy_share == 1.0
+    assert row.guarded_documents >= 2  # one leaked document per search, caught
+    assert row.simulator_tokens > 0 and row.search_seconds is not None

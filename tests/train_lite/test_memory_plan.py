@@ -1,26 +1,24 @@
-"""The 24 GB memory plan's estimator (bench/memory_plan.py): byte counts of the 3B shapes, monotonicity,
-and the recommended configs under the card's size. Pure arithmetic: no torch, no GPU."""
+"""The 24 GB memory plan's estimator (`train_lite.memory_plan`): byte counts of the 3B and 7B shapes,
+monotonicity, the chunked SFT loss, and the recommended configs under the card's size. Pure arithmetic:
+no torch, no GPU; the bench script over it runs once as a subprocess."""
 
 from __future__ import annotations
 
-import importlib.util
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from zerosearch_lite.train_lite import memory_plan
+
 SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "memory_plan.py"
 
 
 @pytest.fixture(scope="module")
 def mp():
-    spec = importlib.util.spec_from_file_location("memory_plan", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["memory_plan"] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("memory_plan", None)
+    return memory_plan
 
 
 def test_parameter_counts_match_the_published_models(mp):
@@ -38,13 +36,6 @@ def test_nf4_weights_of_the_3b_simulator(mp):
     bf16_total = mp.weight_bytes(qwen, 2) / mp.GIB
     assert 1.85 < bf16_total < 2.0  # plus 311M embedding params kept in bf16
     assert mp.weight_bytes(qwen, 4) - mp.weight_bytes(qwen, 2) == pytest.approx(2 * qwen.unquantized_params())
-
-
-def test_default_stream_is_bf16_as_load_base_leaves_it(mp, capsys):
-    assert mp.parse_args([]).stream == "bf16"
-    assert mp.parse_args(["--stream", "fp32"]).stream == "fp32"  # the stream peft's upcast alone leaves
-    mp.main([])
-    assert "residual stream bf16" in capsys.readouterr().out
 
 
 def test_bf16_stream_costs_less_than_fp32_but_lora_stays_fp32(mp):
@@ -74,13 +65,32 @@ def test_peak_grows_with_batch_length_and_context(mp):
         assert mp.estimate_update(qwen, replace(grpo, micro_batch=1), stream).total < update
 
 
-def test_sft_logits_dominate_and_chunking_removes_them(mp):
+def test_chunked_sft_loss_removes_the_full_logits_from_the_peak(mp):
     qwen = mp.ARCHS["qwen2.5-3b"]
-    sft = mp.estimate_sft(qwen, mp.SFTPlan(), 2)
-    assert sft.working_kind == "logits"
-    assert sft.parts["working"] == 12 * 4 * 1024 * qwen.vocab  # fp32 logits, log-softmax and two gradients
+    full = mp.estimate_sft(qwen, replace(mp.SFTPlan(), loss_chunk=0), 2)  # the model's own loss, as before
+    assert full.working_kind == "logits"
+    logits = 12 * 4 * 1024 * qwen.vocab  # fp32 logits, log-softmax and two gradients for every position
+    assert full.parts["working"] == logits
+    assert 6.9 < logits / mp.GIB < 7.0 and 11.0 < full.total / mp.GIB < 11.1  # docs/GPU.md before chunking
+    chunked = mp.estimate_sft(qwen, mp.SFTPlan(), 2)
+    assert mp.SFTPlan().loss_chunk == 512 and chunked.working_kind == "block backward"
+    assert chunked.parts["working"] < logits / 6  # what is left of the logits hides under a block's backward
+    assert chunked.total < 0.42 * full.total  # 11.06 -> 4.55 GiB
+    assert chunked.total < mp.estimate_sft(qwen, replace(mp.SFTPlan(), loss_chunk=2048), 2).total
     update = mp.estimate_update(qwen, mp.GRPOPlan(), 2)
-    assert update.working_kind == "block backward"  # chunked log-probs: logits no longer the peak
+    assert update.working_kind == "block backward"  # GRPO's chunked log-probs: logits not the peak either
+
+
+def test_freed_memory_fits_larger_sft_batches_and_a_7b_simulator(mp):
+    qwen3, qwen7 = mp.ARCHS["qwen2.5-3b"], mp.ARCHS["qwen2.5-7b"]
+    # Qwen2.5-7B: 7.6B parameters, 6.53B of them outside the untied embeddings and lm_head (its model card)
+    assert round((qwen7.linear_params() + qwen7.unquantized_params()) / 1e9, 2) == 7.62
+    assert round((qwen7.linear_params() + qwen7.unquantized_params() - 2 * qwen7.vocab * qwen7.hidden) / 1e9, 2) == 6.53
+    assert mp.estimate_sft(qwen3, replace(mp.SFTPlan(), batch_size=16, grad_accum=1), 2).total < 10.5 * mp.GIB
+    assert mp.estimate_sft(qwen3, replace(mp.SFTPlan(), batch_size=1, grad_accum=16, loss_chunk=128), 2).total \
+        < 3.5 * mp.GIB  # Unsloth's 3B QLoRA class
+    assert mp.estimate_sft(qwen7, mp.SFTPlan(), 2).total < 16 * mp.GIB  # a 7B simulator's SFT on a 16 GB card
+    assert mp.estimate_sft(qwen7, replace(mp.SFTPlan(), loss_chunk=0), 2).total > 14 * mp.GIB
 
 
 def test_recommended_24gb_configs_fit(mp):
@@ -98,7 +108,11 @@ def test_recommended_24gb_configs_fit(mp):
     assert mp.estimate_rollout(qwen, everything, 4).total > mp.CARD_BYTES
 
 
-def test_cli_prints_the_table_without_cuda(mp, capsys):
-    mp.main(["--arch", "llama-3.2-3b", "--max-context", "3072", "--micro-batch", "2"])
-    out = capsys.readouterr().out
-    assert "llama-3.2-3b" in out and "GRPO rollout" in out and "micro 2 x 3072" in out
+def test_bench_script_prints_the_table_without_cuda():
+    done = subprocess.run([sys.executable, str(SCRIPT), "--arch", "llama-3.2-3b", "--max-context", "3072",
+                           "--micro-batch", "2", "--loss-chunk", "256"], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "llama-3.2-3b" in out and "GRPO rollout" in out and "micro 2 x 3072" in out and "loss chunk 256" in out
+    assert "residual stream bf16" in out  # the default stream, as load_base leaves it

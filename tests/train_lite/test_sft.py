@@ -1,11 +1,20 @@
-"""SFT on a tiny random-weight model: masking, loss going down on a repeated batch, resume."""
+"""SFT on a tiny random-weight model: masking, the chunked response-only loss against the model's own
+full-logit loss, loss going down on a repeated batch, exact resume."""
 
 import json
 
 import pytest
 
 from zerosearch_lite.train_lite.checkpoint import find_checkpoint
-from zerosearch_lite.train_lite.sft import IGNORE, SFTConfig, batch_order, build_example, train_sft
+from zerosearch_lite.train_lite.sft import (
+    IGNORE,
+    SFTConfig,
+    batch_order,
+    build_example,
+    collate,
+    response_nll,
+    train_sft,
+)
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +85,93 @@ def test_interrupt_saves_a_checkpoint_and_resume_continues(tmp_path, tiny_model_
     logged = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert logged == [1, 2, 3, 4]
     assert (out / "merged" / "config.json").is_file()
+
+
+OTHER = [
+    {"role": "user", "content": "Write one document for the query: dracula"},
+    {"role": "assistant", "content": "Doc 1: (Bram Stoker) An Irish author, wrote Dracula in 1897."},
+]
+
+
+@pytest.fixture()
+def lora_batch(tiny_model_dir, tokenizer):
+    """The tiny model with a LoRA adapter (no dropout: both losses see the same network) and a padded
+    batch of two examples of different lengths."""
+    import torch
+
+    from zerosearch_lite.train_lite.modeling import LoraSettings, add_lora, load_base
+
+    torch.manual_seed(0)
+    model = add_lora(load_base(str(tiny_model_dir)), LoraSettings(r=4, alpha=8, dropout=0.0))
+    for name, param in model.named_parameters():  # LoRA B starts at zero: make the adapter matter
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.1)
+    examples = [build_example(tokenizer, MESSAGES, 512), build_example(tokenizer, OTHER, 512)]
+    return model, collate(examples, tokenizer.pad_token_id)
+
+
+def lora_grads(model):
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_chunked_response_loss_equals_the_full_logit_loss_and_its_gradients(lora_batch):
+    import torch
+
+    model, (ids, labels, mask) = lora_batch
+    full = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    full.backward()
+    expected = lora_grads(model)
+    model.zero_grad(set_to_none=True)
+    scored = int((labels[:, 1:] != IGNORE).sum())
+    chunked = response_nll(model, ids, mask, labels, chunk=5) / scored  # several chunks, a ragged last one
+    chunked.backward()
+    assert torch.allclose(chunked, full, rtol=1e-5, atol=1e-6)
+    got = lora_grads(model)
+    assert expected.keys() == got.keys() and len(got) > 0
+    for name, grad in expected.items():
+        assert torch.allclose(got[name], grad, rtol=1e-4, atol=1e-7), name
+
+
+def test_chunked_loss_projects_only_response_positions_a_chunk_at_a_time(lora_batch):
+    from zerosearch_lite.train_lite.grpo_loss import decoder_and_head
+
+    model, (ids, labels, mask) = lora_batch
+    projected = []
+    handle = decoder_and_head(model)[1].register_forward_hook(lambda m, args, out: projected.append(out.shape))
+    try:
+        response_nll(model, ids, mask, labels, chunk=5).backward()
+    finally:
+        handle.remove()
+    scored = int((labels[:, 1:] != IGNORE).sum())
+    assert scored < ids.numel() // 2  # the prompt is most of each row: projecting it would be most of the work
+    assert all(shape[:-1].numel() <= 5 for shape in projected)  # never more than a chunk of positions
+    assert sum(shape[:-1].numel() for shape in projected) == 2 * scored  # each once, again in the backward
+
+
+def read_adapter(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+def test_resumed_run_ends_with_the_adapter_of_an_uninterrupted_one(tmp_path, tiny_model_dir):
+    import torch
+
+    data = write_data(tmp_path / "sft.jsonl", n=6)
+    # LoRA dropout on (the default) and two micro-batches a step: resume must restore RNG and data order
+    common = {"model": str(tiny_model_dir), "data": str(data), "max_steps": 4, "batch_size": 2, "grad_accum": 2,
+              "lr": 1e-2, "warmup_steps": 1, "save_every": 100, "merge": False, "loss_chunk": 4}
+    straight = train_sft(SFTConfig(out=str(tmp_path / "straight"), **common))
+
+    def interrupt(row):
+        if row["step"] == 2:
+            raise KeyboardInterrupt
+
+    resumed_cfg = SFTConfig(out=str(tmp_path / "resumed"), **common)
+    with pytest.raises(KeyboardInterrupt):
+        train_sft(resumed_cfg, on_step=interrupt)
+    resumed = train_sft(resumed_cfg)
+    expected, got = read_adapter(straight), read_adapter(resumed)
+    assert expected.keys() == got.keys()
+    for name, tensor in expected.items():
+        assert torch.equal(got[name], tensor), name

@@ -32,7 +32,7 @@ def interrupt_when(proc: subprocess.Popen, ready: Callable[[], bool], timeout: f
         if ready():
             proc.send_signal(signal.SIGINT)
             break
-        time.sleep(0.2)
+        time.sleep(0.05)
     _, err = proc.communicate(timeout=timeout)
     return proc.returncode, err
 
@@ -43,12 +43,14 @@ def lines(path: Path) -> int:
 
 def test_sim_collect_sft_eval_chain_with_interruptions(tmp_path, tiny_model_dir):
     collect_dir, sft_dir = tmp_path / "collect", tmp_path / "sft"
+    # The embedded policy (llama.cpp) writes real-word queries, so BM25 finds documents to label; a random
+    # model's queries match nothing and would leave no SFT rows.
     collect = ["sim", "collect", "--data", str(DATA / "hotpot_small.jsonl"), "--corpus",
-               str(DATA / "corpus_small.jsonl"), "--out", str(collect_dir), "--policy", str(tiny_model_dir),
-               "--limit", "4", "--max-turns", "2", "-k", "2", "--labelling", "contains", "--grammar", "on",
-               "--max-tokens-per-turn", "40"]
+               str(DATA / "corpus_small.jsonl"), "--out", str(collect_dir), "--policy", "embedded",
+               "--limit", "4", "--max-turns", "2", "-k", "2", "--labelling", "contains",
+               "--max-tokens-per-turn", "48"]
     code, err = interrupt_when(start_zsl(*collect), lambda: lines(collect_dir / "trajectories.jsonl") >= 1)
-    assert code in (0, 130), err
+    assert code == 130, err  # the interrupt happened before the run finished
     done_before = lines(collect_dir / "trajectories.jsonl")
     resumed = run_zsl(*collect)
     assert resumed.returncode == 0, resumed.stderr
@@ -57,15 +59,15 @@ def test_sim_collect_sft_eval_chain_with_interruptions(tmp_path, tiny_model_dir)
     assert len(set(ids)) == 4  # nothing collected twice
 
     sft = ["sim", "sft", "--data", str(collect_dir / "sft.jsonl"), "--out", str(sft_dir), "--model",
-           str(tiny_model_dir), "--max-steps", "6", "--batch-size", "2", "--max-length", "256", "--save-every", "2",
+           str(tiny_model_dir), "--max-steps", "40", "--batch-size", "2", "--max-length", "256", "--save-every", "2",
            "--lr", "1e-3"]
     code, err = interrupt_when(start_zsl(*sft), lambda: lines(sft_dir / "metrics.jsonl") >= 3)
-    assert code in (0, 130), err
+    assert code == 130, err
     resumed = run_zsl(*sft)
     assert resumed.returncode == 0, resumed.stderr
     assert (sft_dir / "adapter" / "adapter_config.json").is_file() and (sft_dir / "merged" / "config.json").is_file()
     steps = [json.loads(line)["step"] for line in (sft_dir / "metrics.jsonl").open()]
-    assert steps[-1] == 6 and set(range(1, 7)) <= set(steps)
+    assert steps[-1] == 40 and set(range(1, 41)) <= set(steps)
 
     evaluated = run_zsl("sim", "eval", "--data", str(DATA / "hotpot_small.jsonl"), "--base", str(tiny_model_dir),
                         "--adapter", str(sft_dir / "adapter"), "--offset", "4", "--limit", "2", "-k", "2")

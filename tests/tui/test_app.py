@@ -10,7 +10,7 @@ import pytest
 from textual.widgets import Collapsible, DataTable, Input, Static
 from tui_fakes import FIXED_MODELS, fake_workbench
 
-from zerosearch_lite.agent.config import AgentConfig
+from zerosearch_lite.agent.config import AgentConfig, PolicyConfig
 from zerosearch_lite.models.backends.base import Completion, SamplingParams
 from zerosearch_lite.models.backends.fake import FakeBackend
 from zerosearch_lite.train_lite.metrics import MetricsStore, StepMetrics
@@ -68,7 +68,7 @@ async def test_ask_on_the_embedded_model_streams_documents_and_answer(zsl_home, 
     # Small limits keep the run short: 2 turns (the grammar forces a search, then an answer), 1 document.
     config = AgentConfig(max_turns=2, max_tokens_per_turn=160, k=1, seed=3, min_searches=1)
     engine = SimulatedSearchEngine(simulator, cache=DocumentCache(zsl_home / "doc_cache.db"))
-    workbench = Workbench(Settings(agent=config), policy=policy, engine=engine, grammar_default=True)
+    workbench = Workbench(Settings(agent=config), policy=policy, engine=engine, protocol_grammar=True)
     app = ZslApp(workbench)
     async with app.run_test(size=(100, 30)) as pilot:
         screen = app.screen
@@ -233,12 +233,12 @@ async def test_models_lists_resolvable_models_and_switches_the_policy(tmp_path):
         await pilot.press("down", "p")
         await app.workers.wait_for_complete()
         await pilot.pause()
-        assert workbench.settings.policy == "org/simulator-3b" and not workbench.policy_loaded
+        assert workbench.settings.policy.name == "org/simulator-3b" and not workbench.policy_loaded
         assert table.get_row_at(1)[4] == "policy"
 
 
 async def test_a_missing_model_is_a_notification_not_a_crash(tmp_path):
-    settings = Settings(policy=str(tmp_path / "missing.gguf"))
+    settings = Settings(policy=PolicyConfig(name=str(tmp_path / "missing.gguf")))
     app = ZslApp(Workbench(settings, sessions_path=tmp_path / "s.db"))
     async with app.run_test(size=(80, 24)) as pilot:
         await ask(pilot, "anything?")
@@ -251,21 +251,48 @@ async def test_a_missing_model_is_a_notification_not_a_crash(tmp_path):
 async def test_every_screen_action_has_a_command_palette_entry(tmp_path):
     app = ZslApp(fake_workbench(tmp_path))
     async with app.run_test(size=(80, 24)) as pilot:
-        for key in ("f1", "f2", "f3", "f4", "f5"):
+        for key in ("f1", "f2", "f3", "f4", "f5", "f6"):
             await pilot.press(key)
             await pilot.pause()
             titles = {c.title for c in app.get_system_commands(app.screen)}
-            assert {"Go to Ask", "Go to History", "Go to Simulator", "Go to Training", "Go to Models"} <= titles
+            assert {"Go to Ask", "Go to History", "Go to Simulator", "Go to Training", "Go to Eval", "Go to Models"} <= titles
             for binding in app.screen.BINDINGS:
                 assert any(t.endswith(binding.description) for t in titles), binding
         use_as_policy = next(c for c in app.get_system_commands(app.screen) if c.title == "Models: Use as policy")
         await app.workers.wait_for_complete()
         await pilot.pause()
         await use_as_policy.callback()  # palette entries run the same actions as the keys
-        assert app.workbench.settings.policy == "embedded"  # the first row is highlighted
+        assert app.workbench.settings.policy.name == "embedded"  # the first row is highlighted
         await pilot.press("down")
         await next(c for c in app.get_system_commands(app.screen) if c.title == "Models: Use as policy").callback()
-        assert app.workbench.settings.policy == "org/simulator-3b"
+        assert app.workbench.settings.policy.name == "org/simulator-3b"
+
+
+async def test_eval_lists_runs_shows_the_table_and_curve_and_compares_two(tmp_path, zsl_home):
+    from tui_fakes import eval_runs
+
+    from zerosearch_lite.tui.screens.eval import CoveragePlot
+
+    first, second = eval_runs(zsl_home)
+    app = ZslApp(fake_workbench(tmp_path), screen="eval", timings=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        table = app.screen.query_one(DataTable)
+        assert table.row_count == 2
+        assert {table.get_row_at(i)[0] for i in range(2)} == {"direct", "agent"}
+        newest = table.get_row_at(0)
+        assert newest[0] == "agent" and newest[5] == "0.500"  # strict EM of the run that got France right
+        report = app.screen.report_text
+        assert "strict EM" in report and "pass@3" in report
+        plot = app.screen.query_one(CoveragePlot)
+        assert "coverage" in plot.plt.build()
+        await pilot.press("m")  # mark "agent"
+        await pilot.press("down", "c")  # compare "direct" against it
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        compared = app.screen.report_text
+        assert "Δ -0.500" in compared and str(second) in compared and str(first) in compared
 
 
 @pytest.mark.parametrize("size", [(80, 24), (200, 50)])
@@ -273,7 +300,7 @@ async def test_screens_fit_the_terminal_without_overlap(tmp_path, size):
     app = ZslApp(fake_workbench(tmp_path), timings=False)
     async with app.run_test(size=size) as pilot:
         await ask(pilot, "who wrote frankenstein?")
-        for key in ("f1", "f2", "f3", "f4", "f5"):
+        for key in ("f1", "f2", "f3", "f4", "f5", "f6"):
             await pilot.press(key)
             await app.workers.wait_for_complete()
             await pilot.pause()

@@ -9,6 +9,7 @@ from tui_fakes import ANSWER_TURN, SEARCH_TURN, fake_workbench, simulated_docs
 from zerosearch_lite.agent.session import AskOutcome, SampleEvent
 from zerosearch_lite.models.backends.fake import FakeBackend
 from zerosearch_lite.models.spec import ResolvedModel
+from zerosearch_lite.simulator.config import EngineConfig
 from zerosearch_lite.simulator.simulated import SimulatedSearchEngine
 from zerosearch_lite.train_lite.metrics import MetricsStore, StepMetrics
 from zerosearch_lite.tui.services import Settings, Workbench, read_run
@@ -62,7 +63,7 @@ def test_model_rows_mark_the_active_roles(tmp_path):
     workbench.set_policy("org/simulator-3b")
     rows = workbench.model_rows()
     assert rows[0].roles == ["simulator"] and rows[1].roles == ["policy"]
-    corpus = Workbench(Settings(engine="corpus"), list_models=lambda: [ResolvedModel("embedded", "gguf", "/x", "embedded")])
+    corpus = Workbench(Settings(engine=EngineConfig(kind="corpus")), list_models=lambda: [ResolvedModel("embedded", "gguf", "/x", "embedded")])
     assert corpus.model_rows()[0].roles == ["policy"]  # no simulator behind a real engine
 
 

@@ -134,3 +134,16 @@ def test_training_screen(snap_compare, tmp_path, monkeypatch):
 def test_models_screen(snap_compare, tmp_path):
     app = ZslApp(fake_workbench(tmp_path), screen="models", timings=False)
     assert snap_compare(app, terminal_size=SIZE, run_before=settle)
+
+
+def test_eval_screen(snap_compare, tmp_path, zsl_home):
+    from tui_fakes import eval_runs
+
+    eval_runs(zsl_home)
+    for run in (zsl_home / "evals").iterdir():  # a fixed order: the newest first, by file time
+        stamp = 1_700_000_000 + (run.name == "agent")
+        import os
+
+        os.utime(run / "report.json", (stamp, stamp))
+    app = ZslApp(fake_workbench(tmp_path), screen="eval", timings=False)
+    assert snap_compare(app, terminal_size=(100, 30), run_before=settle)

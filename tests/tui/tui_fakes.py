@@ -34,16 +34,40 @@ def simulated_docs(prompt: str) -> str:
     return NOISY_DOCS if "unhelpful" in prompt else USEFUL_DOCS
 
 
-def fake_workbench(tmp_path, *, policy_outputs=(SEARCH_TURN, ANSWER_TURN), policy=None, **settings) -> Workbench:
+def fake_workbench(tmp_path, *, policy_outputs=(SEARCH_TURN, ANSWER_TURN), policy=None) -> Workbench:
     config = AgentConfig(grammar="off", max_turns=3, k=3, seed=1)
     engine = SimulatedSearchEngine(
         FakeBackend(default=simulated_docs, model_id="fake-simulator"),
         cache=DocumentCache(tmp_path / "doc_cache.db"), structured=False,
     )
     return Workbench(
-        Settings(agent=config, **settings),
+        Settings(agent=config),
         policy=policy or FakeBackend(policy_outputs, model_id="fake-policy"),
         engine=engine,
         list_models=lambda: list(FIXED_MODELS),
         sessions_path=tmp_path / "sessions.db",
     )
+
+
+def eval_runs(root, names=("direct", "agent")) -> list:
+    """Evaluation runs written by the real evaluator (scripted policy) under `root`: the first answers every
+    question wrong, the second answers the French one right; three samples each."""
+    import json
+
+    from zerosearch_lite.evaluation.runner import EvalConfig, run_eval
+
+    root.mkdir(parents=True, exist_ok=True)
+    qa = root / "qa.jsonl"
+    qa.write_text("".join(json.dumps(r) + "\n" for r in (
+        {"id": "a", "question": "Capital of France?", "golden_answers": ["Paris"]},
+        {"id": "b", "question": "Capital of Spain?", "golden_answers": ["Madrid"]})))
+    runs = []
+    for i, name in enumerate(names):
+        def answer(prompt: str, right=bool(i)) -> str:
+            return "<answer>" + ("Paris" if right and "France" in prompt else "Rome") + "</answer>"
+
+        cfg = EvalConfig(data=[str(qa)], out=str(root / "evals" / name), method="direct", samples=3,
+                         agent={"grammar": "off", "seed": 0})
+        run_eval(cfg, policy=FakeBackend(default=answer))
+        runs.append(root / "evals" / name)
+    return runs

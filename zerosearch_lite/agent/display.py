@@ -9,17 +9,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..simulator.types import Doc
+from ..simulator.display import print_docs
 from .session import AskOutcome
 from .types import AgentEvent, Search, Trajectory
 
-
-def print_docs(console: Console, docs: list[Doc], *, indent: str = "    ") -> None:
-    if not docs:
-        console.print(f"{indent}[yellow](no documents)[/]")
-    for i, doc in enumerate(docs, 1):
-        title = f"[bold]{escape(doc.title)}[/] " if doc.title else ""
-        console.print(f"{indent}[dim]{i}.[/] {title}{escape(doc.text)}")
+__all__ = ["LivePrinter", "print_docs", "print_vote", "search_header"]
 
 
 def search_header(step: Search) -> str:
@@ -57,10 +51,11 @@ class LivePrinter:
     def summary(self, traj: Trajectory, prefix: str = "") -> None:
         u = traj.usage
         status = "finished" if traj.finished else f"[yellow]not finished[/] ({traj.stop_reason})"
+        speed = f" ({u.decode_tokens_per_second:.0f} tok/s decode)" if u.decode_tokens_per_second else ""
         self.console.print(
             f"{prefix}[dim]{status} · {traj.turns} turns · {len(traj.searches)} searches · "
             f"{u.prompt_tokens} prompt tokens ({u.cached_prompt_tokens} reused) · "
-            f"{u.completion_tokens} generated · {traj.seconds:.1f}s[/]"
+            f"{u.completion_tokens} generated{speed} · {traj.seconds:.1f}s[/]"
         )
 
 

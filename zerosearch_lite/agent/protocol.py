@@ -34,8 +34,35 @@ RETRY_MESSAGE = (
 TAG = re.compile(r"</?(think|search|answer|information)>")
 
 
+# The baselines of ZeroSearch's table: answer without retrieval, and answer from one retrieval with the
+# question. Same tags, so one parser, one grammar and one scorer serve every method.
+DIRECT_INSTRUCTION = (
+    "Answer the question below. Reason step by step inside <think> and </think>, then write the answer "
+    "inside <answer> and </answer>, with no explanation, for example <answer> Paris </answer>.\n"
+    "Question: {question}"
+)
+RAG_INSTRUCTION = (
+    "Answer the question below using the documents that follow it. Reason step by step inside <think> and "
+    "</think>, then write the answer inside <answer> and </answer>, with no explanation, for example "
+    "<answer> Paris </answer>.\nQuestion: {question}{information}"
+)
+
+
 def user_message(question: str) -> list[dict]:
     return [{"role": "user", "content": INSTRUCTION.format(question=question.strip())}]
+
+
+def method_message(question: str, method: str = "agent", docs: Sequence[Doc] | None = None) -> list[dict]:
+    """The first user message of a trajectory for an evaluation method: agent, rag (with its documents) or
+    direct."""
+    if method == "agent":
+        return user_message(question)
+    if method == "direct":
+        return [{"role": "user", "content": DIRECT_INSTRUCTION.format(question=question.strip())}]
+    if method == "rag":
+        information = render_information(docs or []).rstrip()
+        return [{"role": "user", "content": RAG_INSTRUCTION.format(question=question.strip(), information=information)}]
+    raise ValueError(f"unknown method {method!r}")
 
 
 def render_information(docs: Sequence[Doc]) -> str:
@@ -101,7 +128,13 @@ def closing_tag(step: Step) -> str:
 def protocol_grammar(
     allow_search: bool = True, allow_answer: bool = True, think_chars: int = 240, query_chars: int = 80
 ) -> str:
-    """GBNF for one turn: <think>…</think> then <search>…</search> and/or <answer>…</answer>."""
+    """GBNF for one turn: <think>…</think> then <search>…</search> and/or <answer>…</answer>; the single
+    definition of the protocol for every backend (llama.cpp and transformers enforce it through
+    `models.backends.grammar`, vLLM and llama.cpp servers take it as is).
+
+    Free text never holds '<' or a newline (no nested tags), and a query or answer starts with at most one
+    space and then a visible character, so `parse_turn` never finds it empty; the length caps (characters
+    after that space) keep a turn able to close within its token budget (`turn_limits`)."""
     actions = []
     if allow_search:
         actions.append('"<search>" query "</search>"')
@@ -109,80 +142,24 @@ def protocol_grammar(
         actions.append('"<answer>" query "</answer>"')
     if not actions:
         raise ValueError("a turn must allow a search or an answer")
+    if think_chars < 1 or query_chars < 1:
+        raise ValueError("a turn needs think_chars and query_chars of at least 1")
     return (
         f'root ::= "<think>" think "</think>\\n" ( {" | ".join(actions)} )\n'
         f"think ::= [^<\\n]{{1,{think_chars}}}\n"
-        f"query ::= [^<\\n]{{1,{query_chars}}}\n"
+        f'query ::= " "? [^ \\t\\r<\\n] [^<\\n]{{0,{query_chars - 1}}}\n'
     )
 
 
-class ProtocolConstraint:
-    """The turn structure of `protocol_grammar` as a `TextConstraint`, for backends without GBNF
-    (transformers): <think> free text </think>, newline, then <search> or <answer> free text and its
-    closing tag. Free text excludes '<' and newlines, as in the grammar."""
+def turn_limits(max_tokens: int) -> tuple[int, int]:
+    """(think characters, query characters) that let a turn close within `max_tokens` (about 4 characters a
+    token, ~30 tokens of tags)."""
+    room = max(max_tokens - 30, 8) * 4
+    query = min(80, max(16, room // 3))
+    return min(240, max(16, room - query)), query
 
-    excluded = "<\n"
 
-    def __init__(self, allow_search: bool = True, allow_answer: bool = True, think_chars: int = 240,
-                 query_chars: int = 80):
-        if not (allow_search or allow_answer):
-            raise ValueError("a turn must allow a search or an answer")
-        self.actions = [tag for tag, ok in (("search", allow_search), ("answer", allow_answer)) if ok]
-        self.think_chars, self.query_chars = think_chars, query_chars
-
-    @classmethod
-    def for_budget(cls, max_tokens: int, allow_search: bool = True, allow_answer: bool = True) -> ProtocolConstraint:
-        """Limits that let a turn close within `max_tokens` (about 4 characters a token, ~30 tag tokens)."""
-        room = max(max_tokens - 30, 8) * 4
-        query = min(80, max(16, room // 3))
-        return cls(allow_search, allow_answer, think_chars=min(240, max(16, room - query)), query_chars=query)
-
-    @staticmethod
-    def _literal(text: str, pos: int, literal: str):
-        """(new position, None) when `literal` is fully at pos; (None, options) when text ends inside it."""
-        from ..models.backends.constraint import Options
-
-        rest = text[pos:]
-        if rest.startswith(literal):
-            return pos + len(literal), None
-        if literal.startswith(rest):
-            return None, Options(literals=(literal[len(rest):],))
-        return None, Options(dead=True)
-
-    def _free(self, text: str, pos: int, limit: int, closing: str):
-        from ..models.backends.constraint import Options
-
-        end = next((i for i in range(pos, len(text)) if text[i] in self.excluded), len(text))
-        if end == len(text):  # still inside the free text
-            length = end - pos
-            return None, Options(free=length < limit, literals=(closing,) if length else ())
-        if end == pos:
-            return None, Options(dead=True)
-        return end, None
-
-    def options(self, text: str):
-        from ..models.backends.constraint import Options
-
-        pos, early = self._literal(text, 0, "<think>")
-        if early:
-            return early
-        pos, early = self._free(text, pos, self.think_chars, "</think>\n")
-        if early:
-            return early
-        pos, early = self._literal(text, pos, "</think>\n")
-        if early:
-            return early
-        found = []
-        for tag in self.actions:
-            p, early = self._literal(text, pos, f"<{tag}>")
-            if early is None:
-                p, early = self._free(text, p, self.query_chars, f"</{tag}>")
-            if early is None:
-                p, early = self._literal(text, p, f"</{tag}>")
-            found.append(early or Options(done=True))
-        live = [o for o in found if not o.dead]
-        if not live:
-            return Options(dead=True)
-        if any(o.done for o in live):
-            return Options(done=True)
-        return Options(free=any(o.free for o in live), literals=tuple(dict.fromkeys(l for o in live for l in o.literals)))
+def turn_grammar(max_tokens: int, allow_search: bool = True, allow_answer: bool = True) -> str:
+    """`protocol_grammar` sized for a turn of at most `max_tokens` new tokens."""
+    think_chars, query_chars = turn_limits(max_tokens)
+    return protocol_grammar(allow_search, allow_answer, think_chars=think_chars, query_chars=query_chars)

@@ -8,8 +8,10 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+from .config import AskConfig, use_protocol_grammar
 from .loop import Agent
 from .store import SessionStore
 from .types import AgentEvent, Trajectory
@@ -73,11 +75,21 @@ def ask(agent: Agent, question: str, **kwargs) -> AskOutcome:
     raise RuntimeError("ask ended without an outcome")  # pragma: no cover
 
 
-def engine_label(engine: str, simulator: str, corpus: str | None, url: str | None) -> str:
-    """How a session names its search engine: `simulated:<model>`, `corpus:<file>` or `http:<url>`."""
-    return {"simulated": f"simulated:{simulator}", "corpus": f"corpus:{corpus}", "http": f"http:{url}"}.get(engine, engine)
+@contextmanager
+def open_agent(config: AskConfig) -> Iterator[Agent]:
+    """Load the policy and the engine `config` names into an `Agent`; both are closed when the block ends,
+    however it ends (an error, Ctrl-C)."""
+    from ..models.loading import load_model
+    from ..simulator.config import open_engine
 
-
-def policy_label(policy: str, adapter: str | None) -> str:
-    """How a session names its policy: the model, plus `+<adapter>` when one is applied."""
-    return f"{policy}+{adapter}" if adapter else policy
+    loaded = load_model(config.policy.name, config.policy.backend, adapter=config.policy.adapter,
+                        n_ctx=max(config.agent.max_context, 2048))
+    try:
+        engine = open_engine(config.engine, policy=loaded.backend)
+        try:
+            yield Agent(loaded.backend, engine, config.agent,
+                        protocol_grammar=use_protocol_grammar(config.agent.grammar, loaded.model))
+        finally:
+            engine.close()
+    finally:
+        loaded.backend.close()

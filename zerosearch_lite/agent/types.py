@@ -43,10 +43,12 @@ Step = Think | Search | Answer | Invalid
 
 @dataclass
 class Segment:
-    """A piece of the transcript; `generated` marks policy tokens (trained on), the rest is masked."""
+    """A piece of the transcript; `generated` marks policy tokens (trained on), the rest is masked.
+    `token_ids`: the ids the policy sampled (generated) or read (environment), where the backend has them."""
 
     text: str
     generated: bool
+    token_ids: list[int] | None = None
 
 
 @dataclass
@@ -54,11 +56,20 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_prompt_tokens: int = 0  # prompt tokens reused from the KV cache instead of evaluated
+    prompt_seconds: float = 0.0  # prefill time, where the backend tells it apart from decoding
+    decode_seconds: float = 0.0
 
-    def add(self, prompt: int, completion: int, cached: int) -> None:
-        self.prompt_tokens += prompt
-        self.completion_tokens += completion
-        self.cached_prompt_tokens += cached
+    def add(self, completion) -> None:
+        """Add one turn's `Completion` (prompt tokens count every turn's whole prompt, as servers bill)."""
+        self.prompt_tokens += completion.prompt_tokens
+        self.completion_tokens += completion.completion_tokens
+        self.cached_prompt_tokens += completion.cached_prompt_tokens
+        self.prompt_seconds += completion.prompt_seconds or 0.0
+        self.decode_seconds += completion.decode_seconds or 0.0
+
+    @property
+    def decode_tokens_per_second(self) -> float | None:
+        return self.completion_tokens / self.decode_seconds if self.decode_seconds > 0 else None
 
 
 @dataclass
@@ -72,6 +83,7 @@ class Trajectory:
     seconds: float = 0.0
     segments: list[Segment] = field(default_factory=list)
     turns: int = 0
+    turn_usage: list[Usage] = field(default_factory=list)  # one per generated turn: tokens and timings
 
     @property
     def searches(self) -> list[Search]:

@@ -9,6 +9,7 @@ Heavy libraries are imported only here, inside the function, so `zsl --help` sta
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -16,8 +17,8 @@ from ..errors import ZslError
 from .backends.base import GenerationBackend
 from .spec import ResolvedModel, resolve_model
 
-BackendKind = Literal["auto", "llama.cpp", "transformers", "openai"]
-BACKEND_KINDS: tuple[str, ...] = ("auto", "llama.cpp", "transformers", "openai")
+BackendKind = Literal["auto", "llama.cpp", "transformers", "openai", "vllm"]
+BACKEND_KINDS: tuple[str, ...] = ("auto", "llama.cpp", "transformers", "openai", "vllm")
 
 
 def backend_kind_for(model: ResolvedModel, kind: BackendKind = "auto", adapter: str | None = None) -> str:
@@ -26,6 +27,20 @@ def backend_kind_for(model: ResolvedModel, kind: BackendKind = "auto", adapter: 
     if adapter and model.format == "gguf" and Path(adapter).is_dir():
         return "transformers"
     return {"gguf": "llama.cpp", "hf": "transformers", "http": "openai"}[model.format]
+
+
+@dataclass
+class LoadedModel:
+    model: ResolvedModel
+    backend: GenerationBackend
+
+
+def load_model(name: str | None, kind: BackendKind = "auto", *, adapter: str | None = None, n_ctx: int = 4096,
+               **options) -> LoadedModel:
+    """Resolve a model name and load it: the one path from a user's `--policy`/`--simulator` to a backend,
+    keeping the resolved model (callers decide defaults from it, e.g. protocol decoding for the embedded one)."""
+    model = resolve_model(name)
+    return LoadedModel(model, load_backend(model, kind, n_ctx=n_ctx, adapter=adapter, **options))
 
 
 def load_backend(
@@ -57,4 +72,9 @@ def load_backend(
         if model.format != "http":
             raise ZslError(f"the openai backend needs a server URL, not {model.name}")
         return OpenAIBackend(model.path, **options)
+    if chosen == "vllm":  # chosen by name only: it needs CUDA and the gpu extra
+        from .backends.vllm_backend import VLLMBackend
+
+        options.setdefault("max_model_len", n_ctx)
+        return VLLMBackend(model, adapter=adapter, **options)
     raise ZslError(f"unknown backend {kind!r}: choose one of {', '.join(BACKEND_KINDS)}")

@@ -119,3 +119,9 @@ class DocumentCache:
     def clear(self) -> None:
         with self._lock:
             self.table.delete_where()
+
+    def close(self) -> None:
+        """Close the database; the last connection's close folds the WAL into the main file. Waits for a
+        `get` or `put` in progress (the lock), so no write is cut short; closing twice does nothing."""
+        with self._lock:
+            self.db.conn.close()

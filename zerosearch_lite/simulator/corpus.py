@@ -19,9 +19,8 @@ import json
 import os
 import re
 import shutil
-import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,7 @@ from typing import Any
 from .. import paths
 from ..errors import ZslError
 from .contents import Passage
-from .engine import SearchEngine
-from .types import Mode, SearchContext, SearchResult
+from .engine import PassageEngine
 
 INDEX_FORMAT = 1  # bump when tokenization or the saved layout changes: old indexes are then rebuilt
 META_FILE = "zsl_index.json"
@@ -111,26 +109,62 @@ def _english_stemmer() -> tuple[str, Any]:
     return "snowball-english", Stemmer.Stemmer("english")
 
 
-def _fingerprint(path: Path, stemmer: str) -> str:
+def corpus_fingerprint(path: Path, *index_params: object) -> str:
+    """A short key for an index of this corpus file built with `index_params` (tokenizer, model...)."""
     # size + mtime rather than a content hash: hashing a multi-GB dump on every start costs more than
     # the rare rebuild after a touch. The path keeps two same-named corpora apart.
     stat = path.stat()
-    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stemmer}|{INDEX_FORMAT}"
+    key = "|".join(map(str, (path.resolve(), stat.st_size, stat.st_mtime_ns, *index_params)))
     return hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
-class CorpusSearchEngine(SearchEngine):
+def default_index_path(corpus_path: Path, kind: str, fingerprint: str) -> Path:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", corpus_path.stem)[:60] or "corpus"
+    return paths.index_dir() / f"{slug}{kind}-{fingerprint}"
+
+
+def save_index_atomically(target: Path, write: Callable[[Path], None], meta: dict[str, Any],
+                          *, ours: Sequence[str] = (META_FILE,)) -> None:
+    """`write(folder)` fills a fresh folder beside `target`, which then replaces `target` by a rename.
+
+    A crash mid-save never leaves a half index that loads. `target` is replaced only when it is one of
+    ours (a file named in `ours` in it) or empty: never a user's folder."""
+    if target.exists() and not target.is_dir():
+        raise ZslError(f"index folder {target} is a file")
+    is_ours = any((target / name).is_file() for name in ours)
+    if target.is_dir() and any(target.iterdir()) and not is_ours:
+        raise ZslError(f"index folder {target} holds other files; give an empty or new folder")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        staging.mkdir()
+        write(staging)
+        (staging / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        if target.exists():
+            shutil.rmtree(target)  # a stale index of ours (checked above), never a user's folder
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def read_index_meta(index_path: Path) -> dict[str, Any] | None:
+    """The saved index's metadata, or None when there is none or it is unreadable."""
+    try:
+        meta = json.loads((index_path / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+class CorpusSearchEngine(PassageEngine):
     name = "corpus"
 
     def __init__(self, corpus_path: str | Path, *, index_dir: str | Path | None = None):
         self.corpus = read_corpus(corpus_path)
         self.path = self.corpus.path
         self.stemmer_name, self._stemmer = _english_stemmer()
-        self.fingerprint = _fingerprint(self.path, self.stemmer_name)
-        if index_dir is None:
-            slug = re.sub(r"[^A-Za-z0-9._-]+", "_", self.path.stem)[:60] or "corpus"
-            index_dir = paths.index_dir() / f"{slug}-{self.fingerprint}"
-        self.index_path = Path(index_dir)
+        self.fingerprint = corpus_fingerprint(self.path, self.stemmer_name, INDEX_FORMAT)
+        self.index_path = Path(index_dir or default_index_path(self.path, "", self.fingerprint))
         self.warnings: list[str] = []
         if self.corpus.skipped:
             first = "; ".join(self.corpus.reasons)
@@ -171,12 +205,9 @@ class CorpusSearchEngine(SearchEngine):
         """The saved index if it was built from this very file with this tokenizer, else None."""
         import bm25s
 
-        meta_path = self.index_path / META_FILE
-        if not meta_path.is_file():
+        if read_index_meta(self.index_path) != self._meta():
             return None
         try:
-            if json.loads(meta_path.read_text(encoding="utf-8")) != self._meta():
-                return None
             retriever = bm25s.BM25.load(str(self.index_path))
         except Exception:  # noqa: BLE001 - a damaged saved index is rebuilt, never fatal
             return None
@@ -197,23 +228,10 @@ class CorpusSearchEngine(SearchEngine):
         return retriever
 
     def _save(self, retriever) -> None:
-        target = self.index_path
-        if target.exists() and not target.is_dir():
-            raise ZslError(f"index folder {target} is a file")
-        ours = (target / META_FILE).is_file() or (target / "params.index.json").is_file()
-        if target.is_dir() and any(target.iterdir()) and not ours:
-            raise ZslError(f"index folder {target} holds other files; give an empty or new folder")
-        # Write beside the target, then rename: a crash mid-save never leaves a half index that loads.
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = target.parent / f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        try:
-            retriever.save(str(staging))
-            (staging / META_FILE).write_text(json.dumps(self._meta(), indent=1), encoding="utf-8")
-            if target.exists():
-                shutil.rmtree(target)  # a stale index of ours (checked above), never a user's folder
-            os.replace(staging, target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        save_index_atomically(
+            self.index_path, lambda folder: retriever.save(str(folder)), self._meta(),
+            ours=(META_FILE, "params.index.json"),
+        )
 
     def retrieve(self, queries: Sequence[str], k: int) -> list[list[Passage]]:
         """Passages with ids and BM25 scores per query, best first (the server returns these)."""
@@ -238,24 +256,8 @@ class CorpusSearchEngine(SearchEngine):
             ]
         return found
 
-    def lookup(
-        self,
-        queries: Sequence[str],
-        k: int = 5,
-        *,
-        mode: Mode | None = None,
-        context: SearchContext | None = None,
-    ) -> list[SearchResult]:
-        started = time.perf_counter()
-        passages = self.retrieve(queries, k)
-        seconds = (time.perf_counter() - started) / max(1, len(queries))
-        results = []
-        for query, hits in zip(queries, passages, strict=True):
-            warnings = []
-            if not query.strip():
-                warnings.append("empty query")
-            elif not hits and k > 0:
-                warnings.append("no query word is in the index (only stopwords or unseen words)")
-            docs = [hit.to_doc("corpus") for hit in hits]
-            results.append(SearchResult(query, docs, None, False, seconds, warnings))
-        return results
+    def warnings_for(self, query: str, hits: list[Passage], k: int) -> list[str]:
+        if query.strip() and not hits and k > 0:
+            return ["no query word is in the index (only stopwords or unseen words)"]
+        return super().warnings_for(query, hits, k)
+

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Sequence
 
+from .contents import Passage
 from .types import Doc, Mode, SearchContext, SearchResult
 
 
@@ -56,3 +58,34 @@ class SearchEngine(abc.ABC):
 
     def close(self) -> None:
         """Release models, files and connections."""
+
+
+class PassageEngine(SearchEngine):
+    """A real engine that retrieves passages with ids and scores (BM25, dense, hybrid, a remote /retrieve):
+    `retrieve` is its own, `lookup` is derived from it. Real engines ignore `mode` and `context`."""
+
+    source = "corpus"  # the `Doc.source` of its documents
+
+    @abc.abstractmethod
+    def retrieve(self, queries: Sequence[str], k: int) -> list[list[Passage]]:
+        """Passages per query, best first, with the engine's ids and scores (None where it has none)."""
+
+    def warnings_for(self, query: str, hits: list[Passage], k: int) -> list[str]:
+        return [] if query.strip() else ["empty query"]
+
+    def lookup(
+        self,
+        queries: Sequence[str],
+        k: int = 5,
+        *,
+        mode: Mode | None = None,
+        context: SearchContext | None = None,
+    ) -> list[SearchResult]:
+        started = time.perf_counter()
+        passages = self.retrieve(queries, k)
+        seconds = (time.perf_counter() - started) / max(1, len(queries))
+        return [
+            SearchResult(query, [hit.to_doc(self.source) for hit in hits], None, False, seconds,
+                         self.warnings_for(query, hits, k))
+            for query, hits in zip(queries, passages, strict=True)
+        ]

@@ -1,7 +1,9 @@
 """A Search-R1-compatible retrieval server over any `SearchEngine`: `POST /retrieve`, `GET /health`.
 
-Standard-library HTTP (no web framework); pydantic validates bodies at the boundary. Must not crash
-on a bad request, and must not call the engine from two threads at once (simulated engines hold one model).
+Starlette on uvicorn (asyncio: a slow or stalled client costs a socket, never a worker thread); concurrent
+requests are answered by batched engine calls on one engine thread (`batching.py`); every knob is a field
+of `ServeConfig`. Must not crash on a bad request, must not call the engine from two threads at once
+(simulated engines hold one model), and must not let waiting work grow without bound.
 
 Request `{"queries": [...], "topk": k, "return_scores": bool}` (topk defaults to 3, Search-R1's launch
 default). Response, as Search-R1's `retrieval_server.py` answers: with scores
@@ -9,37 +11,84 @@ default). Response, as Search-R1's `retrieval_server.py` answers: with scores
 "contents"}, ...], ...]}`. Engines with ids and scores (`PassageRetriever`: BM25, a remote /retrieve)
 pass theirs through; for others the id is a hash of the contents and the score is 1/rank, so that
 callers sorting by score keep the engine's order. Errors are `{"error": "one line"}`: 422 for a body
-that is not valid JSON or breaks the model or `Limits`, 411/413 for a missing or oversized body, 404, 500.
+that is not valid JSON or breaks the model or the limits, 411/413 for a chunked or oversized body, 408
+for a body not received within the read timeout, 404, 500 when the engine fails (that request only), and
+503 with `Retry-After` when the queue is full or the server is stopping. `GET /health` answers from the
+event loop, never waiting for the engine: `{"status", "engine", "queue_depth", "in_flight", ...}`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-import json
+import socket
 import threading
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from ..errors import ZslError
+from .batching import EngineBatcher, QueueFull, ShuttingDown
 from .contents import Passage, PassageRetriever, join_contents
 from .engine import SearchEngine
 from .types import Mode
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
 DEFAULT_TOPK = 3
 MAX_TOPK = 50
 
 
-@dataclass(frozen=True)
-class Limits:
-    max_batch: int = 64
-    max_query_chars: int = 512
-    max_body_bytes: int = 1 << 20
+class ServeConfig(BaseModel):
+    """Every knob of `zsl serve` (and of `RetrievalServer`), with its default and bounds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field("127.0.0.1", description="Address to bind (loopback by default; 0.0.0.0 for all).")
+    port: int = Field(8000, ge=0, le=65535, description="Port to listen on; 0 picks a free one.")
+    mode: Mode = Field(
+        "useful", description="Documents a simulated engine serves: useful or noisy (real engines ignore it)."
+    )
+    batch_window_ms: float = Field(
+        5.0, ge=0, le=1000,
+        description="How long a request waits for others to share its engine call (0: only those already queued).",
+    )
+    max_batch_queries: int = Field(
+        64, ge=1, le=4096, description="Most queries answered by one engine call (1 turns batching off)."
+    )
+    queue_limit: int = Field(
+        256, ge=1, le=100_000,
+        description="Requests that may wait for the engine; past it a request gets 503 with Retry-After.",
+    )
+    retry_after_s: int = Field(1, ge=1, le=3600, description="Retry-After seconds sent with a 503.")
+    answer_timeout_s: float = Field(
+        600.0, gt=0, le=86_400, description="Longest a request waits for its answer before a 503."
+    )
+    read_timeout_s: float = Field(
+        10.0, gt=0, le=3600,
+        description="Seconds a client has to send a request's head, and again its body; a stalled or "
+        "half-sent request is dropped after it.",
+    )
+    keep_alive_s: float = Field(5.0, gt=0, le=3600, description="Idle seconds before a kept-alive connection closes.")
+    shutdown_timeout_s: float = Field(
+        30.0, ge=0, le=3600,
+        description="On SIGTERM or Ctrl-C, how long queued and running requests get to finish before they "
+        "are answered 503.",
+    )
+    backlog: int = Field(
+        2048, ge=16, le=65535, description="Listen backlog: connections the kernel holds until accepted."
+    )
+    # Search-R1's rollout sends every search of a generation step in one request, often hundreds.
+    max_request_queries: int = Field(512, ge=1, le=4096, description="Most queries in one request.")
+    max_query_chars: int = Field(512, ge=1, le=1 << 20, description="Longest query, in characters.")
+    max_body_bytes: int = Field(1 << 20, ge=1024, le=1 << 30, description="Largest request body, in bytes.")
 
 
 class RetrieveRequest(BaseModel):
-    """The body of `POST /retrieve`; bounds come from the server's `Limits` (validation context)."""
+    """The body of `POST /retrieve`; bounds come from the server's `ServeConfig` (validation context)."""
 
     model_config = ConfigDict(extra="ignore")  # Search-R1 clients may send fields we do not use
 
@@ -50,32 +99,26 @@ class RetrieveRequest(BaseModel):
     @field_validator("queries")
     @classmethod
     def _bounded(cls, queries: list[str], info: ValidationInfo) -> list[str]:
-        limits = (info.context or {}).get("limits") or Limits()
-        if len(queries) > limits.max_batch:
-            raise ValueError(f"at most {limits.max_batch} queries per request, got {len(queries)}")
+        config = (info.context or {}).get("config") or ServeConfig()
+        if len(queries) > config.max_request_queries:
+            raise ValueError(f"at most {config.max_request_queries} queries per request, got {len(queries)}")
         for i, query in enumerate(queries):
-            if len(query) > limits.max_query_chars:
+            if len(query) > config.max_query_chars:
                 raise ValueError(
-                    f"query {i} has {len(query)} characters; the limit is {limits.max_query_chars}"
+                    f"query {i} has {len(query)} characters; the limit is {config.max_query_chars}"
                 )
         return queries
 
 
-class RetrievedDocument(BaseModel):
-    id: str
-    contents: str
-
-
-class ScoredDocument(BaseModel):
-    document: RetrievedDocument
-    score: float
-
-
 class RequestError(Exception):
-    def __init__(self, status: int, message: str):
+    """An answer other than 200: its status, one-line message and headers."""
+
+    def __init__(self, status: int, message: str, *, retry_after: int | None = None, close: bool = False):
         super().__init__(message)
         self.status = status
         self.message = " ".join(message.split())
+        self.retry_after = retry_after
+        self.close = close  # the body was not (fully) read: its bytes must not parse as the next request
 
 
 def _one_line(exc: ValidationError) -> str:
@@ -87,158 +130,298 @@ def _one_line(exc: ValidationError) -> str:
     return f"{where}: {message}"
 
 
-class RetrievalService:
-    """Validation, the engine lock and response shaping; the HTTP handler only moves bytes."""
-
-    def __init__(self, engine: SearchEngine, *, mode: Mode | None = None, limits: Limits | None = None):
-        self.engine = engine
-        self.mode = mode
-        self.limits = limits or Limits()
-        self.lock = threading.Lock()
-
-    def parse(self, body: bytes) -> RetrieveRequest:
-        try:
-            return RetrieveRequest.model_validate_json(body, context={"limits": self.limits})
-        except ValidationError as exc:
-            raise RequestError(422, _one_line(exc)) from None
-
-    def passages(self, request: RetrieveRequest) -> list[list[Passage]]:
-        with self.lock:
-            if isinstance(self.engine, PassageRetriever):
-                return self.engine.retrieve(request.queries, request.topk)
-            results = self.engine.lookup(request.queries, request.topk, mode=self.mode)
-        found = []
-        for result in results:
-            contents = [join_contents(doc.title, doc.text) for doc in result.docs[: request.topk]]
-            found.append([Passage(_content_id(c), c, 1.0 / rank) for rank, c in enumerate(contents, 1)])
-        return found
-
-    def retrieve(self, body: bytes) -> dict[str, Any]:
-        request = self.parse(body)
-        try:
-            found = self.passages(request)
-        except Exception as exc:  # noqa: BLE001 - one failing request must not take the server down
-            raise RequestError(
-                500, f"{self.engine.name} engine failed: {type(exc).__name__}: {exc}"
-            ) from None
-        result: list[list[dict[str, Any]]] = []
-        for hits in found:
-            items = []
-            for rank, hit in enumerate(hits[: request.topk], 1):
-                document = RetrievedDocument(id=hit.id or _content_id(hit.contents), contents=hit.contents)
-                if request.return_scores:
-                    score = hit.score if hit.score is not None else 1.0 / rank
-                    items.append(ScoredDocument(document=document, score=score).model_dump())
-                else:
-                    items.append(document.model_dump())
-            result.append(items)
-        return {"result": result}
-
-    def health(self) -> dict[str, Any]:
-        return {"status": "ok", "engine": self.engine.name}
-
-
 def _content_id(contents: str) -> str:
     # Stable across calls, so a client can tell a repeated document from a new one.
     return hashlib.sha1(contents.encode()).hexdigest()[:16]
 
 
-def make_handler(service: RetrievalService) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "zerosearch-lite"
-        protocol_version = "HTTP/1.1"  # keep-alive: trainers send thousands of small requests
-
-        def log_message(self, format: str, *args: Any) -> None:  # quiet: the CLI says where it serves
-            pass
-
-        def _send(self, status: int, payload: dict[str, Any], *, close: bool = False) -> None:
-            body = json.dumps(payload, ensure_ascii=False).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            if close:
-                # The body was not read; on a kept-alive connection its bytes would parse as the next request.
-                self.send_header("Connection", "close")
-                self.close_connection = True
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _route(self) -> str:
-            return self.path.split("?", 1)[0].rstrip("/")
-
-        def do_GET(self) -> None:
-            if self._route() == "/health":
-                self._send(200, service.health())
-            else:
-                self._send(404, {"error": f"no route GET {self._route() or '/'}"})
-
-        def do_POST(self) -> None:
-            try:
-                body = self._read_body()
-                if self._route() != "/retrieve":
-                    raise RequestError(404, f"no route POST {self._route() or '/'}")
-                self._send(200, service.retrieve(body))
-            except RequestError as exc:
-                self._send(exc.status, {"error": exc.message}, close=exc.status in (411, 413))
-
-        def _read_body(self) -> bytes:
-            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-                raise RequestError(411, "send a Content-Length; chunked bodies are not supported")
-            raw = self.headers.get("Content-Length")
-            try:
-                length = int(raw) if raw is not None else 0
-            except ValueError:
-                raise RequestError(411, f"bad Content-Length {raw!r}") from None
-            if length < 0:
-                raise RequestError(411, f"bad Content-Length {raw!r}")
-            if length > service.limits.max_body_bytes:
-                raise RequestError(413, f"request body over {service.limits.max_body_bytes} bytes")
-            return self.rfile.read(length)
-
-    return Handler
-
-
-class RetrievalServer:
-    """The server on a background thread (tests, the TUI); port 0 picks a free port, see `.url`."""
+class RetrievalService:
+    """Validation, batching and response shaping; the HTTP layer only moves bytes."""
 
     def __init__(
         self,
         engine: SearchEngine,
-        host: str = "127.0.0.1",
-        port: int = 0,
+        config: ServeConfig,
         *,
-        mode: Mode | None = None,
-        limits: Limits | None = None,
+        owns_engine: bool = False,
+        say: Callable[[str], None] | None = None,
     ):
-        self.service = RetrievalService(engine, mode=mode, limits=limits)
-        self.httpd = ThreadingHTTPServer((host, port), make_handler(self.service))
-        self.httpd.daemon_threads = True
+        self.engine = engine
+        self.config = config
+        self.owns_engine = owns_engine
+        self.say = say or (lambda message: None)  # progress lines for a person (the CLI's stderr)
+        self.batcher: EngineBatcher | None = None  # made in the server's event loop, by `open()`
+        self.engine_closed = False
+        self.answered = 0
+        self.rejected = 0  # 503s for a full queue
+
+    def parse(self, body: bytes) -> RetrieveRequest:
+        try:
+            return RetrieveRequest.model_validate_json(body, context={"config": self.config})
+        except ValidationError as exc:
+            raise RequestError(422, _one_line(exc)) from None
+
+    def passages(self, queries: list[str], k: int) -> list[list[Passage]]:
+        """One engine call for a batch of queries (runs on the engine thread)."""
+        if isinstance(self.engine, PassageRetriever):
+            return self.engine.retrieve(queries, k)
+        results = self.engine.lookup_requests([(query, self.config.mode, None) for query in queries], k)
+        found = []
+        for result in results:
+            contents = [join_contents(doc.title, doc.text) for doc in result.docs[:k]]
+            found.append([Passage(_content_id(c), c, 1.0 / rank) for rank, c in enumerate(contents, 1)])
+        return found
+
+    def open(self) -> None:
+        self.batcher = EngineBatcher(
+            self.passages,
+            window_s=self.config.batch_window_ms / 1000,
+            max_queries=self.config.max_batch_queries,
+            queue_limit=self.config.queue_limit,
+        )
+        self.batcher.start()
+
+    def begin_shutdown(self) -> None:
+        if self.batcher is not None:
+            self.say(
+                f"stopping: {self.batcher.in_flight} requests in flight get up to "
+                f"{self.config.shutdown_timeout_s:g} s to finish"
+            )
+            self.batcher.begin_shutdown(self.config.shutdown_timeout_s)
+
+    async def close(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.close()
+        if self.owns_engine:
+            await asyncio.to_thread(self.close_engine)
+            self.say(f"stopped; the {self.engine.name} engine is closed")
+
+    def close_engine(self) -> None:
+        if not self.engine_closed:
+            self.engine_closed = True
+            self.engine.close()
+
+    async def retrieve(self, body: bytes) -> dict[str, Any]:
+        request = self.parse(body)
+        assert self.batcher is not None, "the server's lifespan opens the service"
+        retry_after = self.config.retry_after_s
+        try:
+            async with asyncio.timeout(self.config.answer_timeout_s):
+                found = await self.batcher.submit(request.queries, request.topk)
+        except QueueFull as exc:
+            self.rejected += 1
+            raise RequestError(503, f"server busy: {exc}; retry later", retry_after=retry_after) from None
+        except ShuttingDown as exc:
+            raise RequestError(503, str(exc), retry_after=retry_after, close=True) from None
+        except TimeoutError:
+            raise RequestError(
+                503, f"no answer from the {self.engine.name} engine within {self.config.answer_timeout_s:g} s",
+                retry_after=retry_after,
+            ) from None
+        except Exception as exc:  # noqa: BLE001 - one failing request must not take the server down
+            raise RequestError(500, f"{self.engine.name} engine failed: {type(exc).__name__}: {exc}") from None
+        self.answered += 1
+        return {"result": [self._shape(hits, request) for hits in found]}
+
+    @staticmethod
+    def _shape(hits: list[Passage], request: RetrieveRequest) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        for rank, hit in enumerate(hits[: request.topk], 1):
+            document = {"id": hit.id or _content_id(hit.contents), "contents": hit.contents}
+            if request.return_scores:
+                items.append({"document": document, "score": hit.score if hit.score is not None else 1.0 / rank})
+            else:
+                items.append(document)
+        return items
+
+    def health(self) -> dict[str, Any]:
+        batcher = self.batcher
+        return {
+            "status": "stopping" if batcher is not None and batcher.closing else "ok",
+            "engine": self.engine.name,
+            "queue_depth": len(batcher.waiting) if batcher else 0,
+            "in_flight": batcher.in_flight if batcher else 0,
+            "queue_limit": self.config.queue_limit,
+            "engine_calls": batcher.engine_calls if batcher else 0,
+            "answered": self.answered,
+            "rejected": self.rejected,
+        }
+
+
+async def _read_body(request: Any, config: ServeConfig) -> bytes:
+    if "chunked" in request.headers.get("transfer-encoding", "").lower():
+        raise RequestError(411, "send a Content-Length; chunked bodies are not supported", close=True)
+    length = int(request.headers.get("content-length") or 0)  # the HTTP parser rejects a malformed one
+    if length > config.max_body_bytes:
+        raise RequestError(413, f"request body over {config.max_body_bytes} bytes", close=True)
+    try:
+        async with asyncio.timeout(config.read_timeout_s):
+            return await request.body()
+    except TimeoutError:
+        raise RequestError(
+            408, f"request body not received within {config.read_timeout_s:g} s", close=True
+        ) from None
+
+
+def build_app(service: RetrievalService) -> Starlette:
+    """The ASGI app: routes, JSON errors, and a lifespan that opens and closes the service."""
+    from contextlib import asynccontextmanager
+
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def retrieve(request: Any) -> JSONResponse:
+        body = await _read_body(request, service.config)
+        return JSONResponse(await service.retrieve(body))
+
+    async def health(request: Any) -> JSONResponse:
+        return JSONResponse(service.health())
+
+    async def request_error(request: Any, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestError)
+        headers = {}
+        if exc.retry_after is not None:
+            headers["Retry-After"] = str(exc.retry_after)
+        if exc.close:
+            headers["Connection"] = "close"
+        return JSONResponse({"error": exc.message}, exc.status, headers=headers)
+
+    async def no_route(request: Any, exc: Exception) -> JSONResponse:
+        path = request.url.path.rstrip("/") or "/"
+        return await request_error(request, RequestError(404, f"no route {request.method} {path}"))
+
+    async def internal_error(request: Any, exc: Exception) -> JSONResponse:
+        return await request_error(request, RequestError(500, f"internal error: {type(exc).__name__}: {exc}"))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):
+        service.open()
+        try:
+            yield
+        finally:
+            await service.close()
+
+    routes = [Route(path, retrieve, methods=["POST"]) for path in ("/retrieve", "/retrieve/")]
+    routes += [Route(path, health, methods=["GET"]) for path in ("/health", "/health/")]
+    return Starlette(
+        routes=routes,
+        exception_handlers={RequestError: request_error, 404: no_route, 405: no_route, Exception: internal_error},
+        lifespan=lifespan,
+    )
+
+
+def _uvicorn_server(app: Starlette, config: ServeConfig, on_shutdown: Callable[[], None]) -> Any:
+    """uvicorn's server with two additions: a deadline for each request's head, and a hook that starts
+    the service's shutdown clock the moment uvicorn stops accepting."""
+    import uvicorn
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class Protocol(H11Protocol):
+        # uvicorn's only timer is keep-alive: armed after a response, restarted by every byte, and not
+        # armed before the first request, so a client that sends half a request head keeps its socket.
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm_head_deadline()
+
+        def on_response_complete(self) -> None:
+            self._arm_head_deadline()  # first: super() may start a pipelined request
+            super().on_response_complete()
+
+        def _arm_head_deadline(self) -> None:
+            self.loop.call_later(config.read_timeout_s, self._head_overdue, self.cycle)
+
+        def _head_overdue(self, cycle: Any) -> None:
+            if self.cycle is cycle and not self.transport.is_closing():  # no new request head since
+                self.transport.close()
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            on_shutdown()
+            await super().shutdown(sockets=sockets)
+
+    uv_config = uvicorn.Config(
+        app,
+        http=Protocol,
+        loop="asyncio",
+        lifespan="on",
+        log_config=None,  # leave the process's logging alone (tests, the TUI)
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        headers=[("server", "zerosearch-lite")],
+        backlog=config.backlog,
+        timeout_keep_alive=config.keep_alive_s,  # type: ignore[arg-type]
+        # A margin past ours: by then the service has answered every request (503 at its own deadline).
+        timeout_graceful_shutdown=config.shutdown_timeout_s + 2,  # type: ignore[arg-type]
+    )
+    return Server(uv_config)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ZslError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+class RetrievalServer:
+    """The server on a background thread (tests, the TUI) or in the foreground (`serve`).
+
+    `RetrievalServer(engine, port=0, mode="noisy")`: keyword overrides are `ServeConfig` fields; the
+    port defaults to 0 here (a free port, see `.url`). The socket is bound at construction. The engine
+    is closed on stop only when `owns_engine` (the CLI's server owns it; a test's engine outlives it).
+    """
+
+    def __init__(
+        self,
+        engine: SearchEngine,
+        config: ServeConfig | None = None,
+        *,
+        owns_engine: bool = False,
+        say: Callable[[str], None] | None = None,
+        **overrides: Any,
+    ):
+        base = config or ServeConfig(port=0)
+        self.config = ServeConfig.model_validate(base.model_dump() | overrides) if overrides else base
+        self.service = RetrievalService(engine, self.config, owns_engine=owns_engine, say=say)
+        self.socket = _bind(self.config.host, self.config.port)
+        self.server = _uvicorn_server(build_app(self.service), self.config, self.service.begin_shutdown)
         self.thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        host, port = self.httpd.server_address[:2]
+        host, port = self.socket.getsockname()[:2]
         host = f"[{host}]" if ":" in str(host) else host
         return f"http://{host}:{port}"
 
-    def start(self) -> Self:
+    def run(self) -> None:
+        """Serve in this thread until `stop()` or, in the main thread, SIGINT / SIGTERM (graceful)."""
+        self.server.run(sockets=[self.socket])
+
+    def start(self, timeout: float = 30.0) -> Self:
         if self.thread is None:
-            # A short poll interval: `stop()` waits up to one interval for the serving loop to notice.
-            self.thread = threading.Thread(
-                target=self.httpd.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name="zsl-retrieval",
-                daemon=True,
-            )
+            self.thread = threading.Thread(target=self.run, name="zsl-retrieval", daemon=True)
             self.thread.start()
+            deadline = time.monotonic() + timeout
+            while not self.server.started:
+                if not self.thread.is_alive() or time.monotonic() > deadline:
+                    raise ZslError(f"the retrieval server on {self.url} did not start")
+                time.sleep(0.01)
         return self
 
     def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish (up to `shutdown_timeout_s`), then return."""
         if self.thread is not None:
-            self.httpd.shutdown()  # blocks until serve_forever returns: only valid once it was started
+            self.server.should_exit = True
             self.thread.join()
             self.thread = None
-        self.httpd.server_close()
+        self.socket.close()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -248,18 +431,24 @@ class RetrievalServer:
 
 
 def serve(
-    engine: SearchEngine,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    *,
-    mode: Mode | None = None,
-    limits: Limits | None = None,
+    engine: SearchEngine, config: ServeConfig | None = None, *, say: Callable[[str], None] | None = None
 ) -> None:
-    """Serve in the foreground until Ctrl-C."""
-    server = RetrievalServer(engine, host, port, mode=mode, limits=limits)
+    """Serve in the foreground until Ctrl-C or SIGTERM, then shut down gracefully and close the engine.
+
+    After a graceful stop uvicorn re-raises the signal it caught, so a SIGTERM still ends the process
+    with that signal (what process managers expect); the engine and its cache are closed before that.
+    A second Ctrl-C skips the wait and the closing (SQLite's transactions still leave no partial row).
+    """
+    config = config or ServeConfig()
+    server = RetrievalServer(engine, config, owns_engine=True, say=say)
+    if say is not None:
+        say(
+            f"serving {engine.name} on {server.url}/retrieve (Ctrl-C or SIGTERM stops; requests in flight "
+            f"get up to {config.shutdown_timeout_s:g} s)"
+        )
     try:
-        server.httpd.serve_forever()
+        server.run()
     except KeyboardInterrupt:
         pass
     finally:
-        server.httpd.server_close()
+        server.socket.close()

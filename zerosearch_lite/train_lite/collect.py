@@ -13,16 +13,58 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
 
 from ..agent.answers import contains_answer, exact_match, token_f1
+from ..agent.config import AgentConfig, PolicyConfig
 from ..agent.loop import Agent
+from ..config_cli import flag
+from ..evaluation.datasets import QAExample
+from ..simulator.config import EngineConfig
 from ..simulator.prompts import get_preset
 from ..simulator.types import Doc, Mode, SearchContext
-from .datasets import QAExample
 from .jsonl import JsonlWriter, read_records
 
 COLLECT_FILE = "trajectories.jsonl"
 SFT_FILE = "sft.jsonl"
+REAL_ENGINES = ("corpus", "http")
+
+
+def _collect_agent() -> AgentConfig:
+    return AgentConfig(max_turns=3, seed=0)
+
+
+def _real_engine() -> EngineConfig:
+    return EngineConfig(kind="corpus")
+
+
+class CollectConfig(BaseModel):
+    """`zsl sim collect`: a policy searches a real engine; what it saw becomes simulator SFT data."""
+
+    data: str = Field(..., description="QA JSONL/parquet with question + golden_answers.")
+    out: str = Field(..., description="Output folder (trajectories.jsonl, sft.jsonl); rerun to resume.")
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    engine: EngineConfig = Field(default_factory=_real_engine)
+    agent: AgentConfig = Field(default_factory=_collect_agent)
+    limit: int | None = Field(None, ge=1, description="Use the first N questions.")
+    labelling: Literal["outcome", "contains"] = Field(
+        "outcome", description="Label a search's documents useful when the trajectory reached a gold answer "
+        "(outcome) or when the documents hold one (contains); noisy otherwise.",
+    )
+    sft_preset: Literal["zsl", "zerosearch"] = Field(
+        "zsl", json_schema_extra=flag("--sft-preset", "--preset"),
+        description="Simulation prompt of the SFT rows: zsl or zerosearch.",
+    )
+    question_field: str = Field("question", description="Field of the question in the QA file.")
+    answers_field: str = Field("golden_answers", description="Field of the gold answers in the QA file.")
+
+    @model_validator(mode="after")
+    def _real(self) -> CollectConfig:
+        if self.engine.kind not in REAL_ENGINES:
+            raise ValueError(f"collect needs a real engine ({' or '.join(REAL_ENGINES)}), not {self.engine.kind}")
+        return self
 
 
 def render_docs(docs: list[Doc]) -> str:

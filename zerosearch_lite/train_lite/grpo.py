@@ -24,65 +24,25 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, Field
-
-from ..agent.config import AgentConfig
+from ..agent.rollout import Rollout, RolloutRequest, RolloutStats
+from ..agent.types import Trajectory
 from ..errors import ZslError
+from ..evaluation.datasets import QAExample
+from ..simulator.types import SearchContext
 from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
-from .curriculum import Curriculum
-from .datasets import QAExample
+from .grpo_config import GRPOConfig
 from .grpo_loss import group_advantages, grpo_loss, token_logprobs, zero_variance
-from .metrics import MetricsStore, StepMetrics
-from .recycle import PoolState, RecyclePool, ZeroVariancePolicy
+from .heldout import BestAdapter, HeldOutScore, score_heldout
+from .metrics import MetricsStore, StepMetrics, read_metrics
+from .recycle import PoolState, RecyclePool
 from .rewards import reward
-from .rollout import RolloutBatch, rollout, tokenize_trajectory
+from .sequences import tokenize_trajectory
 
 CONFIG_FILE = "config.json"
+ROLLOUT_ADAPTER = "rollout-adapter"  # the adapter a separate rollout backend reads after each update
 
-
-class GRPOConfig(BaseModel):
-    """Everything a run needs; saved as config.json, so `--resume RUN_DIR` needs nothing else."""
-
-    data: str = Field(..., description="QA JSONL/parquet with question + golden_answers.")
-    out: str = Field(..., description="Run directory.")
-    policy: str = Field("embedded", description="Policy base model (name, .gguf, HF folder or hub id).")
-    engine: Literal["simulated", "corpus", "http", "template"] = "simulated"
-    simulator: str = Field("embedded", description="Simulator model for the simulated engine.")
-    simulator_backend: str = Field("auto", description="auto, llama.cpp, transformers or openai.")
-    simulator_adapter: str | None = Field(None, description="peft adapter of the simulator (transformers).")
-    simulator_load_in_4bit: bool = Field(False, description="NF4 simulator (transformers backend, CUDA).")
-    preset: str = "zsl"
-    corpus: str | None = None
-    url: str | None = None
-    limit: int | None = Field(None, ge=1, description="Use the first N questions.")
-    steps: int = Field(20, ge=1, description="Total steps m (also the curriculum's length).")
-    batch_questions: int = Field(2, ge=1, description="Questions per step.")
-    group_size: int = Field(5, ge=2, description="Rollouts per question (G).")
-    agent: AgentConfig = Field(
-        default_factory=lambda: AgentConfig(max_turns=3, max_tokens_per_turn=96, max_context=2048, k=3,
-                                            temperature=1.0, top_p=1.0)
-    )
-    reward: Literal["f1", "em"] = "f1"
-    lr: float = Field(1e-5, gt=0)
-    clip_eps: float = Field(0.2, gt=0)
-    kl_beta: float = Field(0.001, ge=0)
-    updates_per_batch: int = Field(1, ge=1, description="Optimizer passes over each rollout batch.")
-    micro_batch: int = Field(4, ge=1, description="Trajectories per forward/backward pass.")
-    rollout_batch: int | None = Field(None, ge=1, description="Largest number of rows per generate call (memory cap).")
-    logprob_chunk: int = Field(256, ge=16, description="Positions per chunk of vocabulary logits.")
-    curriculum: Curriculum = Field(default_factory=Curriculum)
-    zero_variance: ZeroVariancePolicy = "recycle"
-    recycle_share: float = Field(0.5, ge=0, le=1, description="Largest share of a batch drawn from the pool.")
-    pool_max_tries: int = Field(3, ge=1)
-    pool_cooldown: int = Field(2, ge=0, description="Steps before a pooled question may return.")
-    lora_r: int = Field(16, ge=1)
-    lora_alpha: int = Field(32, ge=1)
-    load_in_4bit: bool | None = None
-    gradient_checkpointing: bool | None = None
-    save_every: int = Field(5, ge=1)
-    seed: int = 0
+__all__ = ["GRPOConfig", "GRPOTrainer", "build_trainer", "load_run_config"]
 
 
 # ---------------------------------------------------------------------------------------------- data order
@@ -129,17 +89,31 @@ def deferred_interrupt() -> Iterator[_Deferred]:
 
 
 class GRPOTrainer:
-    def __init__(self, cfg: GRPOConfig, *, examples: list[QAExample], model, tokenizer, engine):
+    def __init__(self, cfg: GRPOConfig, *, examples: list[QAExample], model, tokenizer, engine,
+                 heldout: list[QAExample] | None = None, constrained: bool = False, rollout_policy=None):
+        """`engine` None with `--engine self`: the policy being trained writes its own documents.
+        `rollout_policy`: a backend that samples rollouts instead of the training model (vLLM in this process or
+        a server); it gets the current adapter (`set_adapter`) after every update."""
         import torch
 
-        self.cfg, self.examples, self.model, self.tokenizer, self.engine = cfg, examples, model, tokenizer, engine
-        self.by_id = {e.id: i for i, e in enumerate(examples)}
         from ..models.backends.transformers_backend import TransformersBackend
+        from ..simulator.config import open_engine
 
-        self.policy = TransformersBackend.from_objects(model, tokenizer, model_id="policy")
-        # As at inference (`zsl ask`): protocol-constrained decoding for a model not trained on the protocol.
-        grammar = cfg.agent.grammar
-        self.constrained = grammar == "on" or (grammar == "auto" and cfg.policy == "embedded")
+        self.cfg, self.examples, self.model, self.tokenizer = cfg, examples, model, tokenizer
+        self.by_id = {e.id: i for i, e in enumerate(examples)}
+        self.out = Path(cfg.out)
+        self.policy = rollout_policy or TransformersBackend.from_objects(model, tokenizer, model_id="policy")
+        if rollout_policy is not None:
+            self._hand_over()  # a resumed run's adapter, or the fresh (zero) one
+        # Self-search uses the current weights (adapter on) and no cache: its documents change as it learns.
+        self.engine = engine if engine is not None else open_engine(
+            cfg.engine.model_copy(update={"cache": "off"}), policy=self.policy)
+        self.rollout = Rollout(self.policy, self.engine, cfg.agent, constrained=constrained,
+                               max_rows=cfg.rollout_batch)
+        self.heldout = heldout or []
+        self.heldout_rollout = Rollout(self.policy, self.engine,
+                                       cfg.agent.model_copy(update={"temperature": cfg.eval_temperature}),
+                                       constrained=constrained, max_rows=cfg.rollout_batch)
         self.device = next(model.parameters()).device
         params = [p for p in model.parameters() if p.requires_grad]
         from .sft import make_optimizer
@@ -148,9 +122,27 @@ class GRPOTrainer:
         self.pool = RecyclePool(max_tries=cfg.pool_max_tries, cooldown=cfg.pool_cooldown)
         self.cursor = 0
         self.step = 0
-        self.out = Path(cfg.out)
         self.metrics = MetricsStore(self.out)
+        self.best = BestAdapter(self.out)
+        self.on_warning: Callable[[str], None] = lambda text: None
         self._torch = torch
+
+    # -- rollouts on another backend -------------------------------------------------------------------
+
+    def _hand_over(self) -> None:
+        """Give a separate rollout backend the adapter as it is now (vLLM loads it per request, under a new id)."""
+        if not hasattr(self.policy, "set_adapter"):
+            return
+        folder = self.out / ROLLOUT_ADAPTER
+        self.model.save_pretrained(str(folder))
+        self.policy.set_adapter(folder)
+
+    def _free_rollout_memory(self) -> None:
+        """vLLM in this process sleeps through the update (weights to CPU memory, KV cache freed); the next
+        generate wakes it."""
+        sleep = getattr(self.policy, "sleep", None)
+        if sleep is not None and getattr(getattr(self.policy, "settings", None), "enable_sleep_mode", False):
+            sleep()
 
     # -- state ------------------------------------------------------------------------------------------
 
@@ -165,6 +157,9 @@ class GRPOTrainer:
         self.step, self.cursor = state["step"], state.get("cursor", 0)
         self.pool.state = PoolState.model_validate(state.get("pool", {}))
         self.metrics.truncate_after(self.step)  # rows of steps after the checkpoint are re-run
+        self.best.remember([HeldOutScore(r.step, r.heldout_strict_em or 0, r.heldout_cover_em or 0,
+                                         r.heldout_f1 or 0, r.heldout_searches or 0, r.heldout_answered or 0)
+                            for r in read_metrics(self.out) if r.heldout_f1 is not None])
 
     # -- one step ---------------------------------------------------------------------------------------
 
@@ -177,15 +172,23 @@ class GRPOTrainer:
         )
         return [self.examples[i] for i in pooled + fresh], len(pooled)
 
-    def _update(self, batch: RolloutBatch, advantages: list[float], keep: list[bool]) -> dict:
+    def roll(self, examples: list[QAExample], noise_p: float, rng: random.Random,
+             stopped: Callable[[], bool]) -> tuple[list[Trajectory], RolloutStats]:
+        """G trajectories per question, group by group; each search noisy with probability `noise_p`."""
+        self.rollout.stopped = stopped
+        requests = [RolloutRequest(e.question, SearchContext(e.question, e.golden_answers))
+                    for e in examples for _ in range(self.cfg.group_size)]
+        return self.rollout.run(requests, noise_p=noise_p, rng=rng)
+
+    def _update(self, trajectories: list[Trajectory], advantages: list[float], keep: list[bool]) -> dict:
         torch, cfg = self._torch, self.cfg
         rows = [
             (tokenize_trajectory(self.tokenizer, t.segments, cfg.agent.max_context), a)
-            for t, a, k in zip(batch.trajectories, advantages, keep, strict=True) if k
+            for t, a, k in zip(trajectories, advantages, keep, strict=True) if k
         ]
         rows = [r for r in rows if sum(r[0][1]) > 0]
         if not rows:  # every group flat (or filtered): no update, so no loss or KL to report
-            return {"loss": None, "kl": None}
+            return {"loss": None, "kl": None, "clip_fraction": None}
         total_tokens = sum(sum(mask[1:]) for (_, mask), _ in rows)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
@@ -215,7 +218,7 @@ class GRPOTrainer:
         totals = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0}
         for _ in range(cfg.updates_per_batch):
             self.model.train()
-            kl_sum, tokens = 0.0, 0
+            kl_sum, clipped, tokens = 0.0, 0.0, 0
             for (ids, attn, loss_mask, adv), old_lp, ref_lp in zip(batches, old, refs, strict=True):
                 logp = token_logprobs(self.model, ids, attn, chunk=cfg.logprob_chunk)
                 loss, parts = grpo_loss(
@@ -225,13 +228,29 @@ class GRPOTrainer:
                 loss.backward()
                 totals["loss"] += parts.loss
                 kl_sum += parts.kl * parts.tokens
+                clipped += parts.clip_fraction * parts.tokens
                 tokens += parts.tokens
             torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], 1.0)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             totals["kl"] = kl_sum / max(tokens, 1)
+            totals["clip_fraction"] = clipped / max(tokens, 1)  # the last pass's: the first is always 0
         totals["loss"] /= cfg.updates_per_batch
         return totals
+
+    def _heldout(self, step: int) -> dict:
+        """The held-out columns of this step's row (empty when no score is due)."""
+        cfg = self.cfg
+        if not self.heldout or not ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
+            return {}
+        score = score_heldout(self.heldout_rollout, self.heldout, step + 1)
+        warnings = self.best.warnings(score)
+        self.best.offer(self.model, score)
+        for text in warnings:
+            self.on_warning(f"step {step + 1}: {text}")
+        return {"heldout_strict_em": score.strict_em, "heldout_cover_em": score.cover_em, "heldout_f1": score.f1,
+                "heldout_searches": score.searches, "heldout_answered": score.answered,
+                "warning": "; ".join(warnings) or None}
 
     def run_step(self, step: int, stopped: Callable[[], bool]) -> StepMetrics | None:
         """One step; None when `stopped()` aborted the rollouts (nothing was changed)."""
@@ -243,9 +262,7 @@ class GRPOTrainer:
         noise_p = cfg.curriculum.noise_probability(step, cfg.steps)
         self.model.eval()
         try:
-            batch = rollout(self.policy, self.engine, examples, cfg.group_size, cfg.agent,
-                            noise_p=noise_p, rng=rng, stopped=stopped, constrained=self.constrained,
-                            max_rows=cfg.rollout_batch)
+            trajs, stats = self.roll(examples, noise_p, rng, stopped)
         except KeyboardInterrupt:
             self.pool.state, self.cursor = pool_before, cursor_before
             raise
@@ -253,7 +270,7 @@ class GRPOTrainer:
             self.pool.state, self.cursor = pool_before, cursor_before
             return None
         golds = [e.golden_answers for e in examples for _ in range(cfg.group_size)]
-        rewards = reward([t.answer for t in batch.trajectories], golds, cfg.reward)
+        rewards = reward([t.answer for t in trajs], golds, cfg.reward)
         advantages = group_advantages(rewards, cfg.group_size)
         groups = [rewards[i : i + cfg.group_size] for i in range(0, len(rewards), cfg.group_size)]
         flat = [zero_variance(g) for g in groups]
@@ -261,13 +278,16 @@ class GRPOTrainer:
         keep = [k for k in keep_group for _ in range(cfg.group_size)]
         tick = time.perf_counter()
         with deferred_interrupt() as interrupt:
-            parts = self._update(batch, advantages, keep)
+            self._free_rollout_memory()
+            parts = self._update(trajs, advantages, keep)
+            if parts["loss"] is not None:
+                self._hand_over()
             for index, (example, is_flat) in enumerate(zip(examples, flat, strict=True)):
                 from_pool = index < n_pooled
                 if cfg.zero_variance == "recycle" or from_pool:
                     self.pool.report(example.id, is_flat, step, from_pool=from_pool)
             update_seconds = time.perf_counter() - tick
-            trajs = batch.trajectories
+            heldout = self._heldout(step)
             row = StepMetrics(
                 step=step + 1,
                 reward_mean=sum(rewards) / len(rewards),
@@ -275,6 +295,7 @@ class GRPOTrainer:
                 noise_p=noise_p,
                 kl=parts["kl"],
                 loss=parts["loss"],
+                clip_fraction=parts["clip_fraction"],
                 response_tokens=sum(t.usage.completion_tokens for t in trajs) / len(trajs),
                 searches_per_question=sum(len(t.searches) for t in trajs) / len(trajs),
                 answered_share=sum(t.answer is not None for t in trajs) / len(trajs),
@@ -282,10 +303,17 @@ class GRPOTrainer:
                 pool_size=len(self.pool),
                 pool_share=n_pooled / len(examples),
                 recovered=self.pool.state.recovered,
-                cache_hit_rate=batch.cache_hit_rate,
-                rollout_seconds=batch.seconds,
+                cache_hit_rate=stats.cache_hit_rate,
+                noisy_share=stats.noisy_share,
+                searches=stats.searches,
+                cache_hits=stats.cache_hits,
+                simulator_tokens=stats.simulator_tokens,
+                search_seconds=stats.search_seconds,
+                guarded_documents=stats.guarded_documents,
+                rollout_seconds=stats.seconds,
                 update_seconds=update_seconds,
                 lr=cfg.lr,
+                **heldout,
             )
             self.metrics.write(row)
             self.step = step + 1
@@ -327,8 +355,10 @@ def load_run_config(run_dir: str | Path) -> GRPOConfig:
 def build_trainer(cfg: GRPOConfig, *, resume: bool, model=None, tokenizer=None, engine=None) -> GRPOTrainer:
     """Load data, policy (+LoRA, from the checkpoint when resuming) and engine; `model`/`engine` may be
     passed pre-built (tests)."""
+    from ..agent.config import use_protocol_grammar
+    from ..evaluation.datasets import load_qa
     from ..models.spec import resolve_model
-    from .datasets import load_qa
+    from ..simulator.config import open_engine
     from .modeling import LoraSettings, add_lora, load_base, load_tokenizer
 
     out = Path(cfg.out)
@@ -337,25 +367,37 @@ def build_trainer(cfg: GRPOConfig, *, resume: bool, model=None, tokenizer=None, 
         raise ZslError(f"{out} already holds a run; continue it with `zsl train grpo --resume {out}`")
     if resume and checkpoint is None and not (out / CONFIG_FILE).is_file():
         raise ZslError(f"nothing to resume in {out}")
+    dataset = load_qa(cfg.data, limit=cfg.limit)
+    heldout = load_qa(cfg.eval_data, limit=cfg.eval_limit).examples if cfg.eval_data else []
+    policy_model = resolve_model(cfg.policy.name)
     out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG_FILE).write_text(cfg.model_dump_json(indent=2))
-    dataset = load_qa(cfg.data, limit=cfg.limit)
     if tokenizer is None:
-        tokenizer = load_tokenizer(resolve_model(cfg.policy))
+        tokenizer = load_tokenizer(policy_model)
     if model is None:
-        model = load_base(cfg.policy, load_in_4bit=cfg.load_in_4bit, gradient_checkpointing=cfg.gradient_checkpointing)
-    lora = LoraSettings(cfg.lora_r, cfg.lora_alpha, dropout=0.0)
+        model = load_base(policy_model, load_in_4bit=cfg.load_in_4bit, gradient_checkpointing=cfg.gradient_checkpointing)
+    lora = LoraSettings(cfg.lora_r, cfg.alpha, dropout=0.0)
     model = add_lora(model, lora, checkpoint / "adapter" if checkpoint else None)
-    if engine is None:
-        from ..simulator.factory import build_engine
-
-        engine = build_engine(
-            cfg.engine, simulator=cfg.simulator, simulator_backend=cfg.simulator_backend,
-            adapter=cfg.simulator_adapter, preset=cfg.preset, corpus=cfg.corpus, url=cfg.url,
-            cache_path=out / "doc_cache.db",
-            backend_options={"load_in_4bit": True} if cfg.simulator_load_in_4bit else None,
-        )
-    trainer = GRPOTrainer(cfg, examples=dataset.examples, model=model, tokenizer=tokenizer, engine=engine)
+    if engine is None and cfg.engine.kind != "self":
+        engine = open_engine(cfg.engine, cache_path=out / "doc_cache.db")
+    trainer = GRPOTrainer(cfg, examples=dataset.examples, model=model, tokenizer=tokenizer, engine=engine,
+                          heldout=heldout, constrained=use_protocol_grammar(cfg.agent.grammar, policy_model),
+                          rollout_policy=rollout_backend(cfg, policy_model))
     if checkpoint is not None:
         trainer.restore(checkpoint)
     return trainer
+
+
+def rollout_backend(cfg: GRPOConfig, policy_model):
+    """The backend that samples rollouts when it is not the training model itself: vLLM on the same card (LoRA
+    on, sleep mode on, memory capped) or an OpenAI-compatible vLLM server with runtime LoRA."""
+    from ..models.loading import load_backend
+    from ..models.spec import resolve_model
+
+    if cfg.rollout_backend == "vllm":
+        return load_backend(policy_model, "vllm", n_ctx=cfg.agent.max_context, enable_lora=True,
+                            enable_sleep_mode=True, max_lora_rank=cfg.lora_r,
+                            gpu_memory_utilization=cfg.vllm_memory)
+    if cfg.rollout_backend == "openai":
+        return load_backend(resolve_model(cfg.rollout_url), "openai")
+    return None

@@ -34,7 +34,7 @@ def zero_variance(rewards: Sequence[float]) -> bool:
     return max(rewards) - min(rewards) < 1e-9
 
 
-def _parts(model):
+def decoder_and_head(model):
     """(decoder, lm_head) of a causal LM, through a peft wrapper if there is one."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return base.get_decoder(), base.get_output_embeddings()
@@ -42,20 +42,24 @@ def _parts(model):
 
 def token_logprobs(model, input_ids, attention_mask, *, chunk: int = 256):
     """log p(input_ids[:, t+1] | input_ids[:, :t+1]) for every position t: a (batch, length - 1) tensor."""
+    decoder, lm_head = decoder_and_head(model)
+    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    return hidden_logprobs(lm_head, hidden[:, :-1], input_ids[:, 1:], chunk=chunk)
+
+
+def hidden_logprobs(lm_head, hidden, targets, *, chunk: int = 256):
+    """log p(targets) from the hidden states that predict them: (rows, positions, hidden) and (rows,
+    positions) give (rows, positions). Logits exist for `chunk` positions of every row at a time, in fp32,
+    and with gradients on they are recomputed in the backward instead of kept (activation checkpointing)."""
     import torch
     from torch.utils.checkpoint import checkpoint
-
-    decoder, lm_head = _parts(model)
-    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-    targets = input_ids[:, 1:]
 
     def piece(h, t):
         logits = lm_head(h).float()
         return torch.gather(logits.log_softmax(-1), 2, t.unsqueeze(-1)).squeeze(-1)
 
     outs = []
-    length = targets.shape[1]
-    for start in range(0, length, chunk):
+    for start in range(0, targets.shape[1], chunk):
         h, t = hidden[:, start : start + chunk], targets[:, start : start + chunk]
         outs.append(checkpoint(piece, h, t, use_reentrant=False) if torch.is_grad_enabled() else piece(h, t))
     return torch.cat(outs, dim=1)

@@ -9,6 +9,7 @@ added to the table by `alter=True`, so old run directories stay readable.
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 
 import sqlite_utils
@@ -37,9 +38,23 @@ class StepMetrics(BaseModel):
     pool_share: float | None = None  # share of the effective batch drawn from the recycle pool
     recovered: int | None = None  # pool questions that showed reward variance again (cumulative)
     cache_hit_rate: float | None = None
+    noisy_share: float | None = None  # share of the step's searches that drew noisy documents
+    clip_fraction: float | None = None  # share of trained tokens whose probability ratio was clipped
+    searches: int | None = None  # searches sent to the engine this step (the API calls a real engine would bill)
+    cache_hits: int | None = None
+    simulator_tokens: int | None = None  # tokens the simulator wrote this step (0 for cache hits, real engines)
+    search_seconds: float | None = None  # time spent in the engine (the simulator's own compute)
+    guarded_documents: int | None = None  # noisy documents the guard caught holding a gold answer (then
+    # regenerated, dropped or replaced)
     rollout_seconds: float | None = None
     update_seconds: float | None = None
     lr: float | None = None
+    heldout_strict_em: float | None = None  # held-out scores, on the steps that have one
+    heldout_cover_em: float | None = None
+    heldout_f1: float | None = None
+    heldout_searches: float | None = None
+    heldout_answered: float | None = None
+    warning: str | None = None  # what the step's held-out score warns about (collapse signs)
     time: str | None = None
 
 
@@ -71,6 +86,28 @@ class MetricsStore:
 
     def close(self) -> None:
         self.db.conn.close()
+
+
+@dataclass
+class RunTotals:
+    """Sums over a run's step rows: what the simulator was asked and what it cost."""
+
+    searches: int = 0
+    cache_hits: int = 0
+    simulator_tokens: int = 0
+    search_seconds: float = 0.0
+    guarded_documents: int = 0
+
+
+def run_totals(rows: list[StepMetrics]) -> RunTotals:
+    totals = RunTotals()
+    for row in rows:
+        totals.searches += row.searches or 0
+        totals.cache_hits += row.cache_hits or 0
+        totals.simulator_tokens += row.simulator_tokens or 0
+        totals.search_seconds += row.search_seconds or 0.0
+        totals.guarded_documents += row.guarded_documents or 0
+    return totals
 
 
 def read_metrics(run_dir: str | Path) -> list[StepMetrics]:

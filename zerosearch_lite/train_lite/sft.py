@@ -1,7 +1,12 @@
 """Stage 1b of ZeroSearch: LoRA SFT of the simulator on collected (prompt → documents) chat examples.
 
-Loss on the response only: prompt tokens carry label -100. On CUDA the base is 4-bit NF4 with gradient
-checkpointing and a paged 8-bit AdamW (bitsandbytes); on CPU the same loop runs full-precision LoRA.
+Loss on the response only: prompt tokens carry label -100. The loss comes from the decoder's hidden states
+through `grpo_loss.hidden_logprobs`: only response positions reach the vocabulary projection, `loss_chunk`
+of them at a time, recomputed in the backward, so the logits of a whole micro-batch never exist (for a 3B
+model with a 152k vocabulary they were most of the peak memory). It averages over the response tokens of
+the whole optimizer step, so accumulated micro-batches give the gradient of one big batch. On CUDA the
+base is 4-bit NF4 with gradient checkpointing and a paged 8-bit AdamW (bitsandbytes); on CPU the same
+loop runs full-precision LoRA.
 A compact own loop rather than TRL's SFTTrainer: it shares checkpoint/resume code with GRPO, checkpoints
 data order and RNG exactly, and needs no `datasets`. Writes `adapter/` and `merged/` in the run folder.
 
@@ -20,8 +25,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from ..config_cli import flag
 from ..errors import ZslError
 from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from .grpo_loss import decoder_and_head, hidden_logprobs
 from .jsonl import read_records
 from .modeling import LoraSettings, add_lora, load_base, load_tokenizer
 
@@ -36,17 +43,29 @@ class SFTConfig(BaseModel):
     batch_size: int = Field(4, ge=1, description="Examples per step (before accumulation).")
     grad_accum: int = Field(1, ge=1, description="Micro-batches accumulated per optimizer step.")
     max_length: int = Field(512, ge=32, description="Tokens per example; longer ones are cut from the right.")
+    loss_chunk: int = Field(512, ge=1, description="Response tokens whose vocabulary logits exist at once in the "
+                            "loss (lower: less memory, more steps of the projection).")
     lr: float = Field(2e-4, gt=0, description="Peak learning rate (linear warmup, cosine decay).")
-    warmup_steps: int = Field(2, ge=0)
-    lora_r: int = Field(16, ge=1)
-    lora_alpha: int = Field(32, ge=1)
-    lora_dropout: float = Field(0.05, ge=0, lt=1)
-    load_in_4bit: bool | None = Field(None, description="NF4 base (CUDA only); default: on with CUDA.")
-    gradient_checkpointing: bool | None = Field(None, description="Default: on with CUDA.")
-    balance: bool = Field(True, description="Downsample the larger of the useful/noisy classes.")
+    warmup_steps: int = Field(2, ge=0, description="Steps of linear learning-rate warmup.")
+    lora_r: int = Field(16, ge=1, description="LoRA rank (all linear layers).")
+    lora_alpha: int | None = Field(None, ge=1, description="LoRA alpha (default: 2 × r).")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA branch.")
+    load_in_4bit: bool | None = Field(None, json_schema_extra=flag("--load-in-4bit/--no-4bit"),
+                                      description="NF4 base (bitsandbytes, CUDA; default: on with CUDA).")
+    gradient_checkpointing: bool | None = Field(
+        None, json_schema_extra=flag("--gradient-checkpointing/--no-gradient-checkpointing"),
+        description="Recompute activations in the backward pass (default: on with CUDA).",
+    )
+    balance: bool = Field(True, json_schema_extra=flag("--balance/--no-balance"),
+                          description="Downsample the larger of the useful/noisy classes.")
     save_every: int = Field(10, ge=1, description="Checkpoint every N steps (and on Ctrl-C).")
-    merge: bool = Field(True, description="Also write a merged full model to merged/.")
-    seed: int = 0
+    merge: bool = Field(True, json_schema_extra=flag("--merge/--no-merge"),
+                        description="Also write a merged full model to merged/.")
+    seed: int = Field(0, description="Seed of the data order and of the LoRA initialization.")
+
+    @property
+    def alpha(self) -> int:
+        return self.lora_alpha or 2 * self.lora_r
 
 
 @dataclass
@@ -103,6 +122,25 @@ def collate(batch: list[Example], pad_id: int):
     return ids, labels, mask
 
 
+def scored_tokens(example: Example) -> int:
+    """Tokens of an example that carry a loss: response tokens after the first position."""
+    return sum(label != IGNORE for label in example.labels[1:])
+
+
+def response_nll(model, input_ids, attention_mask, labels, *, chunk: int = 512):
+    """Sum of -log p over the response tokens (labels other than -100), the shifted next-token loss of
+    transformers' `ForCausalLMLoss` before its mean. The decoder's hidden states at the positions that
+    predict a response token are gathered, then projected to the vocabulary `chunk` positions at a time."""
+    decoder, lm_head = decoder_and_head(model)
+    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    targets = labels[:, 1:]
+    scored = targets != IGNORE
+    if not scored.any():  # keeps the graph (and a backward) valid for a batch without response tokens
+        return hidden.sum() * 0.0
+    picked = hidden[:, :-1][scored].unsqueeze(0)  # (1, response tokens, hidden): no prompt position projected
+    return -hidden_logprobs(lm_head, picked, targets[scored].unsqueeze(0), chunk=chunk).sum()
+
+
 def lr_at(step: int, cfg: SFTConfig) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -149,7 +187,7 @@ def train_sft(cfg: SFTConfig, *, on_step: Callable[[dict], None] = lambda row: N
     checkpoint = find_checkpoint(out)
     if model is None:
         model = load_base(cfg.model, load_in_4bit=cfg.load_in_4bit, gradient_checkpointing=cfg.gradient_checkpointing)
-    lora = LoraSettings(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
+    lora = LoraSettings(cfg.lora_r, cfg.alpha, cfg.lora_dropout)
     model = add_lora(model, lora, checkpoint / "adapter" if checkpoint else None)
     device = next(model.parameters()).device
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg.lr, paged=device.type == "cuda")
@@ -163,11 +201,12 @@ def train_sft(cfg: SFTConfig, *, on_step: Callable[[dict], None] = lambda row: N
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, cfg)
             indices = batch_order(len(examples), step, cfg.batch_size * cfg.grad_accum, cfg.seed)
+            step_scored = max(1, sum(scored_tokens(examples[i]) for i in indices))
             total_loss, tokens = 0.0, 0
             for micro in range(cfg.grad_accum):
                 chunk = indices[micro * cfg.batch_size : (micro + 1) * cfg.batch_size]
                 ids, labels, mask = (t.to(device) for t in collate([examples[i] for i in chunk], tokenizer.pad_token_id))
-                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss / cfg.grad_accum
+                loss = response_nll(model, ids, mask, labels, chunk=cfg.loss_chunk) / step_scored
                 loss.backward()
                 total_loss += loss.item()
                 tokens += int(mask.sum())

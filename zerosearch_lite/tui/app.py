@@ -1,4 +1,4 @@
-"""`ZslApp`: the Textual app behind `zsl tui`. Five screens as modes (F1–F5), every action also in the
+"""`ZslApp`: the Textual app behind `zsl tui`. Six screens as modes (F1–F6), every action also in the
 command palette (Ctrl+P), styles in `app.tcss`.
 
 The app owns a `Workbench` (models loaded lazily and once, the stores); screens call it from thread
@@ -17,7 +17,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
-from .screens import AskScreen, HistoryScreen, ModelsScreen, SimulatorScreen, TrainingScreen
+from .screens import AskScreen, EvalScreen, HistoryScreen, ModelsScreen, SimulatorScreen, TrainingScreen
 from .services import Workbench
 from .widgets import SCREENS
 
@@ -30,6 +30,7 @@ class ZslApp(App):
         "history": HistoryScreen,
         "simulator": SimulatorScreen,
         "training": TrainingScreen,
+        "eval": EvalScreen,
         "models": ModelsScreen,
     }
     BINDINGS: ClassVar[list[BindingType]] = [

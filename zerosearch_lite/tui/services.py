@@ -9,39 +9,20 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import paths
-from ..agent.config import AgentConfig
+from ..agent.config import AskConfig, use_protocol_grammar
 from ..agent.loop import Agent
-from ..agent.session import AskOutcome, SampleEvent, ask_events, engine_label, policy_label
+from ..agent.session import AskOutcome, SampleEvent, ask_events
 from ..agent.store import SessionStore
 from ..models.backends.base import GenerationBackend
 from ..models.spec import ResolvedModel
 from ..simulator.engine import SearchEngine
 from ..simulator.types import Mode, SearchContext, SearchResult
 
-
-@dataclass
-class Settings:
-    """The choices `zsl tui` was started with (the same names `zsl ask` takes)."""
-
-    policy: str = "embedded"
-    policy_adapter: str | None = None
-    engine: str = "simulated"
-    simulator: str = "embedded"
-    simulator_adapter: str | None = None
-    preset: str = "zsl"
-    corpus: str | None = None
-    url: str | None = None
-    use_cache: bool = True
-    store: bool = True
-    agent: AgentConfig = field(default_factory=AgentConfig)
-
-    @property
-    def engine_label(self) -> str:
-        return engine_label(self.engine, self.simulator, self.corpus, self.url)
+Settings = AskConfig  # the choices `zsl tui` was started with: the same config `zsl ask` takes
 
 
 class LockedEngine(SearchEngine):
@@ -81,14 +62,14 @@ class Workbench:
         engine: SearchEngine | None = None,
         list_models: Callable[[], list[ResolvedModel]] | None = None,
         sessions_path: str | Path | None = None,
-        grammar_default: bool = False,
+        protocol_grammar: bool = False,
     ):
-        """`grammar_default`: for an injected `policy`, whether protocol-constrained decoding is on by
-        default (as for a model not trained on the protocol); a policy loaded by name decides it itself."""
+        """`protocol_grammar`: for an injected `policy`, whether to decode it under the protocol (as for a model
+        not trained on it); a policy loaded by name decides it itself (`use_protocol_grammar`)."""
         self.settings = settings or Settings()
         self._policy = policy
         self._policy_model: ResolvedModel | None = None
-        self._grammar_default = grammar_default
+        self._protocol_grammar = protocol_grammar
         self._engine = LockedEngine(engine) if engine is not None else None
         self._owned: set[int] = set()  # ids of the backends/engines loaded here (injected ones are the caller's)
         self._list_models = list_models
@@ -104,7 +85,7 @@ class Workbench:
         return self._policy is not None and not self._policy_stale()
 
     def _policy_stale(self) -> bool:
-        return self._policy_model is not None and self._policy_model.name != self.settings.policy
+        return self._policy_model is not None and self._policy_model.name != self.settings.policy.name
 
     @property
     def engine_loaded(self) -> bool:
@@ -116,39 +97,33 @@ class Workbench:
             self._policy.close()
             self._policy = None
         if self._policy is None:
-            from ..models.loading import load_backend
-            from ..models.spec import resolve_model
+            from ..models.loading import load_model
 
-            model = resolve_model(self.settings.policy)
-            self._policy = load_backend(model, n_ctx=max(self.settings.agent.max_context, 2048),
-                                        adapter=self.settings.policy_adapter)
+            chosen = self.settings.policy
+            loaded = load_model(chosen.name, chosen.backend, adapter=chosen.adapter,
+                                n_ctx=max(self.settings.agent.max_context, 2048))
+            self._policy, self._policy_model = loaded.backend, loaded.model
             self._owned.add(id(self._policy))
-            self._policy_model = model
-            self._grammar_default = model.source == "embedded"
+            self._protocol_grammar = use_protocol_grammar(self.settings.agent.grammar, loaded.model)
         return self._policy
 
     def engine(self) -> SearchEngine:
         """The search engine, built on first use (the simulator model loads here)."""
         with self._engine_lock:
             if self._engine is None:
-                from ..simulator.factory import build_engine
+                from ..simulator.config import open_engine
 
-                s = self.settings
-                self._engine = LockedEngine(
-                    build_engine(
-                        s.engine, simulator=s.simulator, adapter=s.simulator_adapter, preset=s.preset,
-                        corpus=s.corpus, url=s.url, use_cache=s.use_cache,
-                    )
-                )
+                policy = self._policy if self.settings.engine.kind == "self" else None
+                self._engine = LockedEngine(open_engine(self.settings.engine, policy=policy))
                 self._owned.add(id(self._engine))
             return self._engine
 
     def set_policy(self, name: str) -> None:
         """Use another policy model from the next question on; never blocks on a running one. The
         adapter given at start belonged to the old base, so it is dropped."""
-        if name != self.settings.policy:
-            self.settings.policy_adapter = None
-        self.settings.policy = name
+        if name != self.settings.policy.name:
+            self.settings.policy.adapter = None
+        self.settings.policy.name = name
         if self._policy_model is None:  # an injected backend has no name to compare: drop it
             self._policy = None
 
@@ -158,7 +133,7 @@ class Workbench:
         with self._engine_lock:
             if self._engine is not None:
                 self._retired.append(self._engine)
-            self._engine, self.settings.simulator = None, name
+            self._engine, self.settings.engine.simulator = None, name
 
     def model_rows(self) -> list[ModelRow]:
         if self._list_models is None:
@@ -167,8 +142,9 @@ class Workbench:
             self._list_models = available_models
         rows = []
         for model in self._list_models():
-            roles = [role for role, name in (("policy", self.settings.policy), ("simulator", self.settings.simulator))
-                     if name in (model.name, model.path) and (role == "policy" or self.settings.engine == "simulated")]
+            chosen = (("policy", self.settings.policy.name), ("simulator", self.settings.engine.simulator))
+            roles = [role for role, name in chosen
+                     if name in (model.name, model.path) and (role == "policy" or self.settings.engine.kind == "simulated")]
             loaded = ("policy" in roles and self.policy_loaded) or ("simulator" in roles and self.engine_loaded)
             rows.append(ModelRow(model, roles, loaded))
         return rows
@@ -185,20 +161,19 @@ class Workbench:
         """`ask_events` with the configured models; the session is stored unless `--no-store`."""
         with self._policy_lock:
             if not self.policy_loaded:
-                on_status(f"loading policy model {self.settings.policy}…")
+                on_status(f"loading policy model {self.settings.policy.name}…")
             policy = self._load_policy()
             if not self.engine_loaded:
-                on_status(f"loading search engine ({self.settings.engine_label})…")
+                on_status(f"loading search engine ({self.settings.engine.label})…")
             engine = self.engine()
-            agent = Agent(policy, engine, self.settings.agent, grammar_default=self._grammar_default)
+            agent = Agent(policy, engine, self.settings.agent, protocol_grammar=self._protocol_grammar)
             store = self.open_store() if self.settings.store else None
             on_status("generating…")
-            policy_name = (policy_label(self._policy_model.name, self.settings.policy_adapter) if self._policy_model
-                           else getattr(policy, "model_id", "policy"))
+            policy_name = self.settings.policy.label if self._policy_model else getattr(policy, "model_id", "policy")
             try:
                 yield from ask_events(
                     agent, question, samples=samples, store=store, policy_name=policy_name,
-                    engine_name=self.settings.engine_label, cancelled=cancelled,
+                    engine_name=self.settings.engine.label, cancelled=cancelled,
                 )
             finally:
                 if store is not None:
@@ -234,3 +209,59 @@ def read_run(run_dir: str | Path) -> tuple[list, dict]:
     except (OSError, ValueError):
         pass
     return read_metrics(run_dir), config if isinstance(config, dict) else {}
+
+
+@dataclass
+class EvalRunRow:
+    """One evaluation run as the Eval screen lists it (from its report.json)."""
+
+    path: Path
+    method: str
+    policy: str
+    engine: str
+    samples: int
+    questions: int
+    strict_em: float | None
+    cover_em: float | None
+    f1: float | None
+
+
+def eval_roots() -> list[Path]:
+    """Where evaluation runs are looked for: `$ZSL_HOME/evals` (the default `--out` of `zsl eval`)."""
+    return [paths.home() / "evals"]
+
+
+def list_eval_runs(roots: Sequence[Path], extra: Sequence[Path] = ()) -> list[EvalRunRow]:
+    """Every run directory with a report under `roots` (and the `extra` directories), newest first."""
+    import json
+
+    found = [d for root in roots if root.is_dir() for d in root.iterdir() if (d / "report.json").is_file()]
+    found += [d for d in extra if (d / "report.json").is_file() and d not in found]
+    rows = []
+    for run_dir in sorted(found, key=lambda d: (d / "report.json").stat().st_mtime, reverse=True):
+        try:
+            report = json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        entry = report["average"] if len(report.get("datasets", [])) > 1 else (report.get("datasets") or [{}])[0]
+        scores = entry.get("scores", {})
+        s = report.get("settings", {})
+        rows.append(EvalRunRow(
+            run_dir, s.get("method", "?"), s.get("policy", "?"), s.get("engine", "?"), s.get("samples", 1),
+            entry.get("questions", 0), *(scores.get(m, {}).get("mean") for m in ("strict_em", "cover_em", "f1")),
+        ))
+    return rows
+
+
+def read_eval_report(run_dir: Path) -> dict:
+    """A run's report.json (the Eval screen draws its table and coverage curve from it)."""
+    import json
+
+    return json.loads((Path(run_dir) / "report.json").read_text(encoding="utf-8"))
+
+
+def compare_eval_runs(first: Path, second: Path) -> dict:
+    """`zsl eval compare FIRST SECOND` as data (paired intervals of second − first)."""
+    from ..evaluation.compare import compare_runs
+
+    return compare_runs([first, second])

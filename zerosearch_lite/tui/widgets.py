@@ -26,7 +26,8 @@ SCREENS = (
     ("history", "f2", "History"),
     ("simulator", "f3", "Simulator"),
     ("training", "f4", "Training"),
-    ("models", "f5", "Models"),
+    ("eval", "f5", "Eval"),
+    ("models", "f6", "Models"),
 )
 
 
@@ -101,6 +102,8 @@ def summary_text(traj: Trajectory, *, timings: bool = True) -> Content:
     status = "finished" if traj.finished else f"not finished ({traj.stop_reason})"
     u = traj.usage
     seconds = f" · {traj.seconds:.1f}s" if timings else ""
+    if timings and u.decode_tokens_per_second:
+        seconds += f" · {u.decode_tokens_per_second:.0f} tok/s decode"
     return Content.from_markup(
         "[dim]$status · $turns · $searches · $generated generated$seconds[/]",
         status=status, turns=plural(traj.turns, "turn"), searches=plural(len(traj.searches), "search", "searches"),

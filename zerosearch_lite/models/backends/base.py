@@ -10,9 +10,11 @@ import abc
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 Message = dict[str, str]
+# A prompt is text rendered with the model's chat template, or the token ids of such text (token-in: a
+# trainer's rollouts pass the ids it will train on, so nothing is re-tokenized between turns).
+Prompt = str | Sequence[int]
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']"
@@ -30,7 +32,7 @@ class SamplingParams:
     n: int = 1
     grammar: str | None = None  # GBNF text; applied by backends whose `supports_grammar` is true
     repeat_penalty: float = 1.0  # >1 discourages repeating recent tokens (llama.cpp, transformers)
-    constraint: Any = None  # a `constraint.TextConstraint`, applied by backends without GBNF (transformers)
+    logprobs: bool = False  # also return each sampled token's log-probability, where the backend can
 
     def with_seed(self, offset: int) -> SamplingParams:
         return replace(self, seed=None if self.seed is None else self.seed + offset)
@@ -44,6 +46,12 @@ class Completion:
     completion_tokens: int = 0
     cached_prompt_tokens: int = 0  # prompt tokens whose KV state was reused rather than evaluated
     seconds: float = 0.0
+    # Token-in/token-out: the sampled ids behind `text`, including the tokens of the stop sequence that
+    # ended it (the text has that sequence cut off) and excluding EOS/padding; None where unknown.
+    token_ids: list[int] | None = None
+    token_logprobs: list[float] | None = None  # with `SamplingParams.logprobs`, one per id in `token_ids`
+    prompt_seconds: float | None = None  # prompt evaluation (prefill), where the backend can tell it apart
+    decode_seconds: float | None = None  # sampling the new tokens, likewise
 
 
 def render_chat_template(
@@ -71,24 +79,45 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     return (text[:cut], True) if cut >= 0 else (text, False)
 
 
+def stop_prefix_overlap(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest end of `text` that is a proper start of some stop string."""
+    best = 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), best, -1):
+            if text.endswith(stop[:size]):
+                best = size
+                break
+    return best
+
+
 class GenerationBackend(abc.ABC):
     """Turns prompt text into completions. Subclasses implement `generate` and `render_chat`."""
 
     model_id: str = "unknown"
     supports_grammar: bool = False
     context_size: int = 4096
+    # Prompts may be token ids and completions carry the sampled ids (token-in/token-out).
+    accepts_token_ids: bool = False
+    # One `generate` call over many prompts is faster than one call each (batching, concurrent requests);
+    # backends without it (llama.cpp) run trajectories one after another and reuse their KV prefix instead.
+    batches_prompts: bool = False
 
     @abc.abstractmethod
     def render_chat(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
         """Prompt text for a conversation, with the model's own chat template."""
 
     @abc.abstractmethod
-    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Completion]:
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[Completion]:
         """`params.n` completions per prompt, prompt-major: [p0s0, p0s1, ..., p1s0, ...]."""
 
     def count_tokens(self, text: str) -> int:
         """Token count of a text; backends without a tokenizer estimate it."""
         return max(1, len(text) // 4)
+
+    def tokenize(self, text: str, *, starts_sequence: bool = True) -> list[int] | None:
+        """Token ids of `text` (with BOS where the model wants one at a sequence start); None for backends
+        without a local tokenizer (HTTP), which then get text prompts."""
+        return None
 
     def stream(self, prompt: str, params: SamplingParams) -> Generator[str, None, Completion]:
         """Yield text chunks as they are generated and return the finished `Completion`."""

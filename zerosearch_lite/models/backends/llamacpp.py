@@ -1,14 +1,18 @@
 """llama.cpp backend (llama-cpp-python): the default for inference, a thin layer over one `Llama` object.
 
-Prompts are tokenized here and passed as token ids, so the number of prompt tokens whose KV state is
-reused from the previous call (llama.cpp keeps the longest common token prefix) can be reported per
-call. Callers get prefix reuse by building each turn's prompt as an extension of the previous one and by
-giving each role (policy, simulator) its own backend object.
+Prompts are tokenized here (or arrive as token ids) and decoded by a short loop over the library's
+`Llama.eval` and llama.cpp's sampler chain (`llamacpp_sampler`), which gives what `create_completion`
+cannot: the sampled token ids, prompt-evaluation and decode times apart, and grammars checked after
+sampling rather than over the whole vocabulary. The KV state of the longest common token prefix with the
+previous call is kept (`cached_prompt_tokens`): callers get that reuse by building each turn's prompt as
+an extension of the previous one and by giving each role (policy, simulator) its own backend object.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
+import random
 import time
 from collections.abc import Generator, Sequence
 from pathlib import Path
@@ -20,9 +24,14 @@ from .base import (
     Completion,
     GenerationBackend,
     Message,
+    Prompt,
     SamplingParams,
+    cut_at_stop,
     render_chat_template,
+    stop_prefix_overlap,
 )
+from .grammar import TokenMatcher, VocabularyGrammars, llama_grammars
+from .llamacpp_sampler import ChainSettings, TokenSampler
 
 
 def default_threads() -> int:
@@ -37,6 +46,7 @@ def default_threads() -> int:
 
 class LlamaCppBackend(GenerationBackend):
     supports_grammar = True
+    accepts_token_ids = True
 
     def __init__(
         self,
@@ -49,6 +59,7 @@ class LlamaCppBackend(GenerationBackend):
         logits_all: bool = False,
     ):
         try:
+            import llama_cpp
             from llama_cpp import Llama
         except ImportError:  # pragma: no cover - a core dependency
             raise ZslError("llama-cpp-python is not installed: pip install llama-cpp-python") from None
@@ -70,13 +81,17 @@ class LlamaCppBackend(GenerationBackend):
         self.model = model
         self.model_id = model.model_id + (f"+{Path(lora_path).name}" if lora_path else "")
         self.context_size = self.llm.n_ctx()
+        self._lc = llama_cpp
+        self._vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        self._piece_buffer = ctypes.create_string_buffer(256)
         metadata = self.llm.metadata
         self.chat_template = metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
         self._special = {
             "bos_token": self._token_text(metadata.get("tokenizer.ggml.bos_token_id")),
             "eos_token": self._token_text(metadata.get("tokenizer.ggml.eos_token_id")),
         }
-        self._grammars: dict[str, object] = {}
+        self._grammars: VocabularyGrammars | None = None  # built on the first grammar (~0.3 s)
+        self._seeds = random.Random()  # a seed per call when the caller gives none
 
     def _token_text(self, token_id: str | None) -> str:
         if token_id is None:
@@ -88,94 +103,124 @@ class LlamaCppBackend(GenerationBackend):
             self.chat_template, messages, add_generation_prompt=add_generation_prompt, **self._special
         )
 
-    def tokenize(self, text: str) -> list[int]:
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+    def tokenize(self, text: str, *, starts_sequence: bool = True) -> list[int]:
+        """Token ids of `text`; BOS (where the model uses one) only at a sequence start whose text does not
+        already begin with it, the rule `models.hf.token_ids` applies for transformers."""
+        bos = self._special["bos_token"]
+        add_bos = starts_sequence and not (bos and text.startswith(bos))
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenize(text))
 
-    def _grammar(self, text: str | None):
-        if not text:
+    def _matcher(self, grammar: str | None) -> TokenMatcher | None:
+        if not grammar:
             return None
-        if text not in self._grammars:
-            from llama_cpp import LlamaGrammar
+        if self._grammars is None:
+            self._grammars = llama_grammars(self._vocab, self.llm.n_vocab())
+        return self._grammars.matcher(grammar)
 
-            try:
-                self._grammars[text] = LlamaGrammar.from_string(text, verbose=False)
-            except (ValueError, RuntimeError) as exc:
-                raise ZslError(f"invalid GBNF grammar: {exc}") from None
-        return self._grammars[text]
-
-    def _cached_prefix(self, tokens: list[int]) -> int:
+    def _keep_prefix(self, tokens: list[int]) -> int:
+        """Keep the KV state of the longest common prefix with what the context holds, drop the rest, and
+        return that prefix's length."""
         from llama_cpp import Llama
 
         current = self.llm.input_ids[: self.llm.n_tokens].tolist()
-        # llama.cpp re-evaluates the last prompt token even on a full match.
-        return min(Llama.longest_token_prefix(current, tokens), max(0, len(tokens) - 1))
+        # The last prompt token is always evaluated again: its logits are what the first sample needs.
+        kept = min(Llama.longest_token_prefix(current, tokens), max(0, len(tokens) - 1))
+        memory = self._lc.llama_get_memory(self.llm.ctx)
+        if kept and not self._lc.llama_memory_seq_rm(memory, 0, kept, -1):  # recurrent state: all or nothing
+            kept = 0
+            self.llm.reset()
+        self.llm.n_tokens = kept
+        return kept
 
-    def _check_fits(self, tokens: list[int], max_tokens: int) -> None:
+    def _check_fits(self, tokens: list[int]) -> None:
         if len(tokens) >= self.context_size:
-            raise ZslError(
-                f"prompt of {len(tokens)} tokens does not fit the context window of {self.context_size} tokens"
-            )
+            raise ZslError(f"prompt of {len(tokens)} tokens does not fit the context window of "
+                           f"{self.context_size} tokens")
 
-    def _kwargs(self, params: SamplingParams, tokens: list[int]) -> dict:
-        return {
-            "max_tokens": min(params.max_tokens, self.context_size - len(tokens)),
-            "temperature": params.temperature,
-            "top_p": params.top_p,
-            "stop": list(params.stop),
-            "seed": params.seed,
-            "repeat_penalty": params.repeat_penalty,
-            "grammar": self._grammar(params.grammar),
-        }
+    def _piece(self, token: int) -> bytes:
+        """The bytes of one token as text (control tokens print as nothing, as in `create_completion`)."""
+        buffer = self._piece_buffer
+        size = self._lc.llama_token_to_piece(self._vocab, token, buffer, len(buffer), 0, False)
+        if size < 0:  # a longer piece than the buffer holds: grow it once
+            self._piece_buffer = ctypes.create_string_buffer(-size)
+            return self._piece(token)
+        return buffer.raw[:size]
 
-    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Completion]:
-        out = []
-        for prompt in prompts:
-            tokens = self.tokenize(prompt)
-            self._check_fits(tokens, params.max_tokens)
-            for i in range(params.n):
-                cached = self._cached_prefix(tokens)
-                started = time.perf_counter()
-                result = self.llm.create_completion(tokens, **self._kwargs(params.with_seed(i), tokens))
-                choice, usage = result["choices"][0], result["usage"]
-                out.append(
-                    Completion(
-                        text=choice["text"],
-                        finish_reason=choice["finish_reason"] or "stop",
-                        prompt_tokens=usage["prompt_tokens"],
-                        completion_tokens=usage["completion_tokens"],
-                        cached_prompt_tokens=cached,
-                        seconds=time.perf_counter() - started,
-                    )
-                )
-        return out
-
-    def stream(self, prompt: str, params: SamplingParams) -> Generator[str, None, Completion]:
-        tokens = self.tokenize(prompt)
-        self._check_fits(tokens, params.max_tokens)
-        cached = self._cached_prefix(tokens)
+    def _completion(self, prompt: Prompt, params: SamplingParams) -> Generator[str, None, Completion]:
+        """Decode one completion, yielding text as it becomes final (never part of a stop sequence). Time the
+        caller spends between chunks is not the backend's and is left out of the timings."""
+        tokens = self.tokenize(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
+        self._check_fits(tokens)
         started = time.perf_counter()
-        parts: list[str] = []
-        finish_reason = "stop"
-        for chunk in self.llm.create_completion(tokens, stream=True, **self._kwargs(params, tokens)):
-            choice = chunk["choices"][0]
-            if choice["text"]:
-                parts.append(choice["text"])
-                yield choice["text"]
-            finish_reason = choice.get("finish_reason") or finish_reason
-        text = "".join(parts)
+        matcher = self._matcher(params.grammar)  # the first grammar of a backend builds its token tables
+        cached = self._keep_prefix(tokens)
+        self.llm.eval(tokens[cached:])
+        prefilled = time.perf_counter()
+        seed = params.seed if params.seed is not None else self._seeds.getrandbits(32)
+        settings = ChainSettings(params.temperature, params.top_p, params.repeat_penalty, seed)
+        sampler = TokenSampler(self.llm.ctx, self.llm.n_vocab(), settings, matcher)
+        limit = min(params.max_tokens, self.context_size - len(tokens))
+        ids: list[int] = []
+        raw, text, emitted, finish = b"", "", "", "length"
+        paused = 0.0
+        try:
+            while len(ids) < limit:
+                token = sampler.sample()
+                if self._lc.llama_vocab_is_eog(self._vocab, token):
+                    finish = "stop"
+                    break
+                ids.append(token)
+                raw += self._piece(token)
+                text, stopped = cut_at_stop(raw.decode("utf-8", errors="ignore"), params.stop)
+                if stopped or (matcher is not None and matcher.finished):
+                    finish = "stop"
+                    break
+                safe = text[: len(text) - stop_prefix_overlap(text, params.stop)]
+                if len(safe) > len(emitted):
+                    handed_over = time.perf_counter()
+                    yield safe[len(emitted) :]
+                    paused += time.perf_counter() - handed_over
+                    emitted = safe
+                if len(ids) < limit:
+                    self.llm.eval([token])
+        finally:
+            sampler.close()
+        ended = time.perf_counter() - paused
+        if len(text) > len(emitted):
+            yield text[len(emitted) :]
         return Completion(
             text=text,
-            finish_reason=finish_reason,
+            finish_reason=finish,
             prompt_tokens=len(tokens),
-            completion_tokens=len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)),
+            completion_tokens=len(ids),
             cached_prompt_tokens=cached,
-            seconds=time.perf_counter() - started,
+            seconds=ended - started,
+            token_ids=ids,
+            prompt_seconds=prefilled - started,
+            decode_seconds=ended - prefilled,
         )
 
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[Completion]:
+        out = []
+        for prompt in prompts:
+            for i in range(params.n):
+                steps = self._completion(prompt, params.with_seed(i))
+                while True:
+                    try:
+                        next(steps)
+                    except StopIteration as done:
+                        out.append(done.value)
+                        break
+        return out
+
+    def stream(self, prompt: Prompt, params: SamplingParams) -> Generator[str, None, Completion]:
+        return (yield from self._completion(prompt, params))
+
     def close(self) -> None:
+        self._grammars = None  # its tables point into the model's vocabulary
         llm, self.llm = getattr(self, "llm", None), None
         if llm is not None:
             llm.close()

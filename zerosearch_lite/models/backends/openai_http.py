@@ -1,21 +1,31 @@
-"""OpenAI-compatible HTTP backend: a llama.cpp server or vLLM behind `POST {base_url}/completions`.
+"""OpenAI-compatible HTTP backend: a llama.cpp or vLLM server behind `POST {base_url}/completions`.
 
-Sends raw prompt text (rendered here with a given chat template, ChatML by default) so the server sees the
-same tokens a local backend would. It must not retry or hide failures: network errors, error statuses and
-malformed bodies become one-line `ZslError`s that name the URL and the cause.
+A `generate` call sends one request per prompt, up to `concurrency` at a time, so a server with continuous
+batching (vLLM, llama.cpp with several slots) or replicas behind a load balancer serve them in parallel.
+Connection failures and overload answers (429, 502-504) are retried with exponential backoff; every other
+failure, and the last retry's, becomes a one-line `ZslError` naming the URL and the cause. A slow server
+fails after `timeout` seconds a request; nothing waits without a bound. Prompts are text (rendered here
+with a given chat template, ChatML by default) or token ids; vLLM's sampled token ids come back in
+`Completion.token_ids`. vLLM's runtime LoRA endpoints switch the adapter requests run under. It must not
+know what the prompts are for.
 """
 
 from __future__ import annotations
 
 import json
+import random
+import secrets
+import threading
 import time
-from collections.abc import Generator, Iterator, Sequence
-from dataclasses import replace
-from typing import Any
+from collections.abc import Callable, Generator, Iterator, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import httpx
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from ...errors import ZslError
 from .base import (
@@ -23,6 +33,7 @@ from .base import (
     Completion,
     GenerationBackend,
     Message,
+    Prompt,
     SamplingParams,
     cut_at_stop,
     render_chat_template,
@@ -30,12 +41,49 @@ from .base import (
 
 ONE_CHOICE_ERROR = "only one completion choice"  # llama.cpp server's refusal of `n` > 1
 MODEL_PROBE_TIMEOUT = 10.0  # listing models is optional; a silent host must not stall construction for long
+# Overload and gateway answers that a later attempt may not get. 500 is not among them: llama.cpp answers
+# 500 to requests it refuses (`n` > 1, a bad grammar) and vLLM to errors that repeat for the same request.
+RETRY_STATUSES = frozenset({408, 429, 502, 503, 504})
+# Failures before the server took the request, or a dropped connection: worth another attempt. A read
+# timeout is not: the server is slow, and asking again only doubles the wait.
+RETRY_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError,
+                httpx.WriteError)
+MAX_RETRY_AFTER = 30.0  # a server's Retry-After beyond this is not waited for
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class ClientSettings(BaseModel):
+    """How requests are sent; each field becomes a CLI option's help."""
+
+    timeout: float = Field(120.0, gt=0, le=3600, description="Seconds one request may take before it fails.")
+    concurrency: int = Field(
+        8, ge=1, le=256, description="Requests in flight at once; match the server's parallel slots or batch."
+    )
+    retries: int = Field(
+        2, ge=0, le=10, description="Extra attempts after a connection failure or a 429/502/503/504 answer."
+    )
+    retry_backoff: float = Field(
+        0.5, ge=0, le=30, description="Seconds before the first retry; doubled for each later one (with jitter)."
+    )
+    token_ids: bool = Field(
+        True, description="Ask for the sampled token ids (vLLM's `return_token_ids`); off for servers that "
+        "reject fields they do not know.",
+    )
+
+
+class _Logprobs(BaseModel):
+    token_logprobs: list[float | None] = []
 
 
 class _Choice(BaseModel):
     text: str = ""
     index: int = 0
     finish_reason: str | None = None
+    stop_reason: int | str | None = None  # vLLM: the stop string, the stop token id, or None for EOS
+    token_ids: list[int] | None = None  # vLLM with `return_token_ids`
+    logprobs: _Logprobs | None = None
 
 
 class _Usage(BaseModel):
@@ -62,6 +110,14 @@ class _ModelList(BaseModel):
     data: list[_ModelEntry]
 
 
+@dataclass
+class _Answer:
+    """One request's choices (in index order) and usage."""
+
+    choices: list[_Choice]
+    usage: _Usage | None
+
+
 def _normalize_base_url(base_url: str) -> str:
     url = base_url.strip().rstrip("/")
     parsed = urlparse(url)
@@ -86,7 +142,47 @@ def _server_message(body: bytes) -> str:
     return text[:200] + ("…" if len(text) > 200 else "")
 
 
+def sampled_ids(token_ids: Sequence[int] | None, finish_reason: str | None, stop_reason: Any,
+                stop_reason_known: bool = True) -> list[int] | None:
+    """vLLM's token ids without the end token: a sequence that stopped on EOS or a stop token id
+    (`stop_reason` None or an int) keeps that token in its ids, which `Completion.token_ids` excludes; one
+    that stopped on a stop string (`stop_reason` a str) keeps the string's tokens, as the contract wants."""
+    if token_ids is None:
+        return None
+    ids = list(token_ids)
+    if ids and finish_reason == "stop" and stop_reason_known and not isinstance(stop_reason, str):
+        ids.pop()
+    return ids
+
+
+def _token_logprobs(choice: _Choice, ids: list[int] | None) -> list[float] | None:
+    """The sampled tokens' log-probs, aligned with `ids` (the end token's dropped with it)."""
+    values = choice.logprobs.token_logprobs if choice.logprobs else []
+    if ids is None or len(values) < len(ids):
+        return None
+    return [float(v) if v is not None else float("nan") for v in values[: len(ids)]]
+
+
+def run_bounded(work: Callable[[T], R], items: Sequence[T], limit: int) -> list[R]:
+    """`work` on every item, at most `limit` at once, results in item order. The first failure cancels the
+    items not started yet and is raised once the running ones end (each is bounded by its own timeout)."""
+    if len(items) <= 1 or limit <= 1:
+        return [work(item) for item in items]
+    pool = ThreadPoolExecutor(max_workers=min(limit, len(items)), thread_name_prefix="zsl-http")
+    try:
+        futures: list[Future[R]] = [pool.submit(work, item) for item in items]
+        wait(futures, return_when=FIRST_EXCEPTION)
+        failed = next((f for f in futures if f.done() and f.exception() is not None), None)
+        if failed is not None:
+            raise failed.exception()  # type: ignore[misc]
+        return [future.result() for future in futures]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # queued items never start; running ones end
+
+
 class OpenAIBackend(GenerationBackend):
+    batches_prompts = True  # a generate call's prompts go out concurrently
+
     def __init__(
         self,
         base_url: str,
@@ -94,18 +190,30 @@ class OpenAIBackend(GenerationBackend):
         model: str | None = None,
         api_key: str | None = None,
         chat_template: str | None = None,
-        timeout: float = 120.0,
         send_grammar: bool = False,
+        **client_settings: Any,
     ):
         self.base_url = _normalize_base_url(base_url)
-        self.timeout = timeout
+        try:
+            self.settings = ClientSettings(**client_settings)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(p) for p in error["loc"])
+            raise ZslError(f"bad option for the OpenAI-compatible backend: {where}: {error['msg']}") from None
+        self.timeout = self.settings.timeout
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.client = httpx.Client(timeout=timeout, headers=headers)
+        # The executor bounds concurrency; the pool must not add its own wait (it would surface as a
+        # timeout of a request that never started).
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=self.settings.concurrency)
+        self.client = httpx.Client(timeout=self.timeout, headers=headers, limits=limits)
         self.chat_template = chat_template or CHATML_TEMPLATE
         self.supports_grammar = send_grammar
         self._one_choice_per_request = False  # learnt on the first `n` > 1 request
-        self.model = model or self._first_model()
-        self.model_id = f"{self.model}@{self.base_url}"
+        self._lock = threading.Lock()
+        self.base_model = model or self._first_model()
+        self.adapter: str | None = None  # the runtime LoRA adapter requests run under (vLLM)
+        self._loaded_adapters: list[str] = []
+        self._use(None)
 
     def _first_model(self) -> str:
         """The first model the server lists; "default" when it lists none or cannot be asked."""
@@ -121,13 +229,20 @@ class OpenAIBackend(GenerationBackend):
             self.context_size = entry.max_model_len
         return entry.id
 
+    def _use(self, adapter: str | None) -> None:
+        self.adapter = adapter
+        self.model = adapter or self.base_model
+        self.model_id = f"{self.model}@{self.base_url}"  # a new adapter is a new model for caches
+
     def render_chat(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
         return render_chat_template(self.chat_template, messages, add_generation_prompt=add_generation_prompt)
 
-    def _body(self, prompt: str | list[str], params: SamplingParams, *, stream: bool) -> dict[str, Any]:
+    # --- requests -------------------------------------------------------------------------------------
+
+    def _body(self, prompt: str | list[int], params: SamplingParams, *, stream: bool) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
-            "prompt": prompt,
+            "prompt": prompt,  # a token id list is the API's "array of tokens" prompt
             "max_tokens": params.max_tokens,
             "temperature": params.temperature,
             "top_p": params.top_p,
@@ -142,30 +257,67 @@ class OpenAIBackend(GenerationBackend):
             body["repeat_penalty"] = params.repeat_penalty  # llama.cpp's name
             body["repetition_penalty"] = params.repeat_penalty  # vLLM's name
         if self.supports_grammar and params.grammar:
+            # Each server reads its own field and ignores the other's: llama.cpp `grammar`, vLLM (0.12 and
+            # later) `structured_outputs`.
             body["grammar"] = params.grammar
+            body["structured_outputs"] = {"grammar": params.grammar}
+        if self.settings.token_ids:
+            body["return_token_ids"] = True
+        if getattr(params, "logprobs", False):
+            body["logprobs"] = 0  # the sampled token's log-prob only
         if stream:
             body["stream_options"] = {"include_usage": True}  # vLLM sends usage only when asked
         return body
 
-    def _network_error(self, url: str, exc: httpx.HTTPError) -> ZslError:
-        if isinstance(exc, httpx.TimeoutException):
+    def _network_error(self, url: str, exc: httpx.HTTPError, attempts: int = 1) -> ZslError:
+        if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
             cause = f"timed out after {self.timeout:g} s"
+        elif isinstance(exc, httpx.ConnectTimeout):
+            cause = f"connecting timed out after {self.timeout:g} s"
         elif isinstance(exc, httpx.ConnectError):
             detail = str(exc)
             refused = "refused" in detail.lower()
             cause = "connection refused" if refused else f"cannot connect ({detail or 'no reason'})"
         else:
             cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        return ZslError(f"request to {url} failed: {cause}")
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        return ZslError(f"request to {url} failed{tries}: {cause}")
 
-    def _complete(self, prompts: list[str], params: SamplingParams) -> tuple[list[_Choice], _Usage | None]:
+    def _backoff(self, attempt: int, response: httpx.Response | None) -> float:
+        retry_after = response.headers.get("retry-after") if response is not None else None
+        if retry_after is not None:
+            try:
+                return min(MAX_RETRY_AFTER, max(0.0, float(retry_after)))
+            except ValueError:
+                pass  # an HTTP date: fall back to our own backoff
+        delay = self.settings.retry_backoff * 2**attempt
+        return delay * random.uniform(0.75, 1.25)  # jitter: replicas retried in step would collide again
+
+    def _post(self, url: str, body: dict[str, Any]) -> httpx.Response:
+        """POST with retries on connection failures and overload answers; the last failure is raised."""
+        attempts = self.settings.retries + 1
+        for attempt in range(attempts):
+            try:
+                response = self.client.post(url, json=body)
+            except RETRY_ERRORS as exc:
+                if attempt + 1 >= attempts:
+                    raise self._network_error(url, exc, attempt + 1) from None
+                time.sleep(self._backoff(attempt, None))
+                continue
+            except httpx.HTTPError as exc:
+                raise self._network_error(url, exc) from None
+            if response.status_code in RETRY_STATUSES and attempt + 1 < attempts:
+                time.sleep(self._backoff(attempt, response))
+                continue
+            if not response.is_success:
+                tries = f" (after {attempt + 1} attempts)" if attempt > 0 else ""
+                raise ZslError(f"{url} answered {response.status_code}{tries}: {_server_message(response.content)}")
+            return response
+        raise AssertionError("unreachable")  # the loop returns or raises on its last attempt
+
+    def _complete(self, prompt: str | list[int], params: SamplingParams) -> _Answer:
         url = f"{self.base_url}/completions"
-        try:
-            response = self.client.post(url, json=self._body(prompts, params, stream=False))
-        except httpx.HTTPError as exc:
-            raise self._network_error(url, exc) from None
-        if not response.is_success:
-            raise ZslError(f"{url} answered {response.status_code}: {_server_message(response.content)}")
+        response = self._post(url, self._body(prompt, params, stream=False))
         try:
             payload = json.loads(response.content)
         except ValueError:
@@ -176,74 +328,161 @@ class OpenAIBackend(GenerationBackend):
             where = ".".join(str(p) for p in exc.errors()[0]["loc"]) or "body"
             problem = exc.errors()[0]["msg"]
             raise ZslError(f"{url} sent an unexpected completion body ({where}: {problem})") from None
-        # Servers number choices prompt-major (index = prompt * n + sample) but need not send them in order.
-        return sorted(parsed.choices, key=lambda c: c.index), parsed.usage
+        # Servers number choices (index = sample) but need not send them in order.
+        return _Answer(sorted(parsed.choices, key=lambda c: c.index), parsed.usage)
 
-    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Completion]:
-        prompts = list(prompts)
-        if not prompts:
+    # --- generate -------------------------------------------------------------------------------------
+
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[Completion]:
+        wire = [p if isinstance(p, str) else [int(t) for t in p] for p in prompts]
+        if not wire:
             return []
         started = time.perf_counter()
-        choices, usage = self._sample(prompts, params)
-        expected = len(prompts) * params.n
-        if len(choices) != expected:
-            url = f"{self.base_url}/completions"
-            raise ZslError(f"{url} returned {len(choices)} choices, expected {expected}")
-        seconds = (time.perf_counter() - started) / expected
-        prompt_tokens = [self._prompt_tokens(p, usage, len(prompts)) for p in prompts]
-        completion_tokens = self._completion_tokens([c.text for c in choices], usage)
+        samples = self._sample(wire, params)
+        seconds = (time.perf_counter() - started) / (len(wire) * params.n)
         completions = []
-        for i, choice in enumerate(choices):
-            text, stopped = cut_at_stop(choice.text, params.stop)  # a no-op for servers that already cut
-            finish = "stop" if stopped else (choice.finish_reason or "stop")
-            tokens = (prompt_tokens[i // params.n], completion_tokens[i])
-            completions.append(Completion(text, finish, *tokens, 0, seconds))
+        for prompt, prompt_samples in zip(wire, samples, strict=True):
+            for choice, usage, shared in prompt_samples:
+                completions.append(self._completion(prompt, choice, usage, shared, params, seconds))
         return completions
 
-    def _sample(self, prompts: list[str], params: SamplingParams) -> tuple[list[_Choice], _Usage | None]:
-        """All `n` choices of every prompt, prompt-major, with the usage when one request gave them all."""
-        first_round: list[_Choice] | None = None
-        if params.n == 1 or not self._one_choice_per_request:
-            try:
-                choices, usage = self._complete(prompts, params)
-            except ZslError as exc:
-                if params.n == 1 or ONE_CHOICE_ERROR not in str(exc).lower():
-                    raise
-                self._one_choice_per_request = True  # llama.cpp's server refuses `n` > 1
-            else:
-                if params.n == 1 or len(choices) != len(prompts):
-                    return choices, usage
-                self._one_choice_per_request = True  # the server ignored `n`: one choice per prompt
-                first_round = choices
-        # One request per sample, each with its own seed (as the llama.cpp backend seeds its samples).
-        single = replace(params, n=1)
-        rounds = [first_round] if first_round is not None else []
-        rounds += [self._complete(prompts, single.with_seed(i))[0] for i in range(len(rounds), params.n)]
-        # Per-request usage would cover only one sample of each prompt: counts are estimated instead.
-        return [rounds[s][p] for p in range(len(prompts)) for s in range(params.n)], None
+    def _sample(self, prompts: list[str | list[int]], params: SamplingParams
+                ) -> list[list[tuple[_Choice, _Usage | None, list[_Choice]]]]:
+        """Each prompt's `n` samples as (choice, its request's usage, all choices of that request).
 
-    def _prompt_tokens(self, prompt: str, usage: _Usage | None, n_prompts: int) -> int:
+        First one request per prompt asking for all `n`; a server that refuses `n` > 1 (llama.cpp) or
+        ignores it gets the missing samples as one request each, with seeds offset as the llama.cpp
+        backend seeds its samples. All requests of a round run concurrently."""
+        n = params.n
+        url = f"{self.base_url}/completions"
+        answers: list[_Answer | None] = [None] * len(prompts)
+        if n == 1 or not self._one_choice_per_request:
+            def ask_all(index: int) -> _Answer | None:
+                try:
+                    return self._complete(prompts[index], params)
+                except ZslError as exc:
+                    if n == 1 or ONE_CHOICE_ERROR not in str(exc).lower():
+                        raise
+                    with self._lock:
+                        self._one_choice_per_request = True
+                    return None
+
+            answers = run_bounded(ask_all, range(len(prompts)), self.settings.concurrency)  # type: ignore[arg-type]
+        samples: list[list[tuple[_Choice, _Usage | None, list[_Choice]]]] = []
+        missing: list[tuple[int, int]] = []  # (prompt, sample) still to ask for one at a time
+        for index, answer in enumerate(answers):
+            got = answer.choices if answer is not None else []
+            if n > 1 and answer is not None and len(got) == 1:
+                with self._lock:
+                    self._one_choice_per_request = True  # the server ignored `n`: one choice per request
+            elif answer is not None and len(got) != n:
+                raise ZslError(f"{url} returned {len(got)} choices, expected {n}")
+            samples.append([(c, answer.usage if answer else None, got) for c in got])
+            missing += [(index, s) for s in range(len(got), n)]
+        if missing:
+            single = replace(params, n=1)
+
+            def ask_one(job: tuple[int, int]) -> _Answer:
+                index, sample = job
+                answer = self._complete(prompts[index], single.with_seed(sample))
+                if len(answer.choices) != 1:
+                    raise ZslError(f"{url} returned {len(answer.choices)} choices, expected 1")
+                return answer
+
+            for (index, _), answer in zip(missing, run_bounded(ask_one, missing, self.settings.concurrency),
+                                          strict=True):
+                samples[index].append((answer.choices[0], answer.usage, answer.choices))
+        return samples
+
+    def _completion(self, prompt: str | list[int], choice: _Choice, usage: _Usage | None,
+                    shared: list[_Choice], params: SamplingParams, seconds: float) -> Completion:
+        text, stopped = cut_at_stop(choice.text, params.stop)  # a no-op for servers that already cut
+        finish = "stop" if stopped else (choice.finish_reason or "stop")
+        ids = sampled_ids(choice.token_ids, choice.finish_reason, choice.stop_reason,
+                          "stop_reason" in choice.model_fields_set)
         if usage and usage.prompt_tokens:
-            return usage.prompt_tokens // n_prompts  # usage counts each prompt once, whatever `n`
-        return self.count_tokens(prompt)
+            prompt_tokens = usage.prompt_tokens  # one prompt per request: usage counts it once, whatever `n`
+        else:
+            prompt_tokens = len(prompt) if isinstance(prompt, list) else self.count_tokens(prompt)
+        if ids is not None:
+            completion_tokens = len(ids)
+        else:
+            completion_tokens = self._completion_tokens(choice.text, [c.text for c in shared], usage)
+        completion = Completion(text, finish, prompt_tokens, completion_tokens, 0, seconds, token_ids=ids)
+        if getattr(params, "logprobs", False):
+            completion.token_logprobs = _token_logprobs(choice, ids)  # type: ignore[attr-defined]
+        return completion
 
-    def _completion_tokens(self, texts: list[str], usage: _Usage | None) -> list[int]:
+    def _completion_tokens(self, text: str, texts: list[str], usage: _Usage | None) -> int:
         """Usage gives one total per request: share it out by text length (exact for a single choice)."""
         if not usage or not usage.completion_tokens:
-            return [self.count_tokens(t) if t else 0 for t in texts]
+            return self.count_tokens(text) if text else 0
         total_chars = sum(len(t) for t in texts)
         if total_chars == 0:
-            return [usage.completion_tokens // len(texts)] * len(texts)
-        return [round(usage.completion_tokens * len(t) / total_chars) for t in texts]
+            return usage.completion_tokens // len(texts)
+        return round(usage.completion_tokens * len(text) / total_chars)
 
-    def stream(self, prompt: str, params: SamplingParams) -> Generator[str, None, Completion]:
+    # --- runtime LoRA (vLLM) --------------------------------------------------------------------------
+
+    def load_adapter(self, path: str | Path, name: str | None = None) -> str:
+        """Load a peft adapter folder into the server under `name` (vLLM's `/v1/load_lora_adapter`; the
+        server needs `--enable-lora` and `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`, and must see `path` on
+        its own file system). Returns the name requests use to run under it."""
+        folder = Path(path)
+        if not (folder / "adapter_config.json").is_file():
+            raise ZslError(f"not a peft adapter folder (no adapter_config.json): {folder}")
+        name = name or f"zsl-{folder.name}-{secrets.token_hex(4)}"
+        self._lora_call("load_lora_adapter", {"lora_name": name, "lora_path": str(folder.resolve())})
+        with self._lock:
+            self._loaded_adapters.append(name)
+        return name
+
+    def unload_adapter(self, name: str) -> None:
+        self._lora_call("unload_lora_adapter", {"lora_name": name})
+        with self._lock:
+            if name in self._loaded_adapters:
+                self._loaded_adapters.remove(name)
+        if self.adapter == name:
+            self._use(None)
+
+    def use_adapter(self, name: str | None) -> None:
+        """Send later requests under a loaded adapter's name (None: the base model)."""
+        self._use(name)
+
+    def set_adapter(self, path: str | Path | None) -> str | None:
+        """Hand over a new adapter (a GRPO step's): load it under a fresh name, run later requests under it,
+        then unload the one this backend loaded before. None goes back to the base model."""
+        previous = self.adapter if self.adapter in self._loaded_adapters else None
+        name = self.load_adapter(path) if path is not None else None
+        self._use(name)
+        if previous is not None:
+            self.unload_adapter(previous)
+        return name
+
+    def _lora_call(self, route: str, body: dict[str, Any]) -> None:
+        url = f"{self.base_url}/{route}"
+        try:
+            self._post(url, body)
+        except ZslError as exc:
+            if " answered 404" in str(exc) or " answered 405" in str(exc):
+                raise ZslError(
+                    f"{url} does not exist: runtime LoRA needs a vLLM server started with --enable-lora and "
+                    "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True"
+                ) from None
+            raise
+
+    # --- streaming ------------------------------------------------------------------------------------
+
+    def stream(self, prompt: Prompt, params: SamplingParams) -> Generator[str, None, Completion]:
         url = f"{self.base_url}/completions"
+        wire = prompt if isinstance(prompt, str) else [int(t) for t in prompt]
         started = time.perf_counter()
         parts: list[str] = []
-        finish = "stop"
+        ids: list[int] | None = None
+        finish, stop_reason, stop_reason_known = "stop", None, False
         usage: _Usage | None = None
         try:
-            body = self._body(prompt, replace(params, n=1), stream=True)
+            body = self._body(wire, replace(params, n=1), stream=True)
             with self.client.stream("POST", url, json=body) as response:
                 if not response.is_success:
                     message = _server_message(response.read())
@@ -253,16 +492,25 @@ class OpenAIBackend(GenerationBackend):
                     if not event.choices:
                         continue
                     choice = event.choices[0]
+                    if choice.token_ids is not None:
+                        ids = (ids or []) + choice.token_ids
                     if choice.text:
                         parts.append(choice.text)
                         yield choice.text
                     finish = choice.finish_reason or finish
+                    if "stop_reason" in choice.model_fields_set and choice.finish_reason:
+                        stop_reason, stop_reason_known = choice.stop_reason, True
         except httpx.HTTPError as exc:
             raise self._network_error(url, exc) from None
         text = "".join(parts)
-        prompt_tokens = usage.prompt_tokens if usage and usage.prompt_tokens else self.count_tokens(prompt)
-        completion_tokens = self._completion_tokens([text], usage)[0]
-        return Completion(text, finish, prompt_tokens, completion_tokens, 0, time.perf_counter() - started)
+        ids = sampled_ids(ids, finish, stop_reason, stop_reason_known)
+        if usage and usage.prompt_tokens:
+            prompt_tokens = usage.prompt_tokens
+        else:
+            prompt_tokens = len(wire) if isinstance(wire, list) else self.count_tokens(wire)
+        completion_tokens = len(ids) if ids is not None else self._completion_tokens(text, [text], usage)
+        return Completion(text, finish, prompt_tokens, completion_tokens, 0, time.perf_counter() - started,
+                          token_ids=ids)
 
     @staticmethod
     def _events(url: str, lines: Iterator[str]) -> Iterator[_StreamEvent]:

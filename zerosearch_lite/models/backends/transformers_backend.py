@@ -32,9 +32,11 @@ from .base import (
     Completion,
     GenerationBackend,
     Message,
+    Prompt,
     SamplingParams,
     cut_at_stop,
     render_chat_template,
+    stop_prefix_overlap,
 )
 
 _LIVE_WORKERS: weakref.WeakKeyDictionary[threading.Thread, threading.Event] = weakref.WeakKeyDictionary()
@@ -61,7 +63,9 @@ def _cancel_criterion(cancel: threading.Event) -> Any:
 
 
 class TransformersBackend(GenerationBackend):
-    supports_grammar = False
+    supports_grammar = True  # GBNF through llguidance (`grammar.GrammarLogitsProcessor`), as on llama.cpp
+    accepts_token_ids = True
+    batches_prompts = True
 
     def __init__(
         self,
@@ -124,8 +128,8 @@ class TransformersBackend(GenerationBackend):
             [dict(m) for m in messages], tokenize=False, add_generation_prompt=add_generation_prompt
         )
 
-    def tokenize(self, text: str) -> list[int]:
-        return token_ids(self.tokenizer, text)
+    def tokenize(self, text: str, *, starts_sequence: bool = True) -> list[int]:
+        return token_ids(self.tokenizer, text, starts_sequence=starts_sequence)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenize(text))
@@ -133,11 +137,11 @@ class TransformersBackend(GenerationBackend):
     def _device(self) -> Any:
         return next(self.model.parameters()).device
 
-    def _batch(self, prompts: Sequence[str]) -> tuple[dict[str, Any], list[int]]:
+    def _batch(self, prompts: Sequence[Prompt]) -> tuple[dict[str, Any], list[int]]:
         """Left-padded ids and attention mask (every row's new tokens start at one column), prompt lengths."""
         import torch
 
-        encoded = [self.tokenize(p) for p in prompts]
+        encoded = [self.tokenize(p) if isinstance(p, str) else list(p) for p in prompts]
         width = max(len(ids) for ids in encoded)
         if width >= self.context_size:
             raise ZslError(
@@ -166,13 +170,14 @@ class TransformersBackend(GenerationBackend):
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if params.repeat_penalty != 1.0:
             kwargs["repetition_penalty"] = params.repeat_penalty
-        if params.constraint is not None:
+        if params.grammar:
             from transformers import LogitsProcessorList
 
-            from .constraint import ConstraintLogitsProcessor
+            from .grammar import GrammarLogitsProcessor
 
             kwargs["logits_processor"] = LogitsProcessorList(
-                [ConstraintLogitsProcessor(params.constraint, self.tokenizer, width)]
+                [GrammarLogitsProcessor(params.grammar, self.tokenizer, width,
+                                        getattr(self.model.config, "vocab_size", None))]
             )
         stops = tuple(s for s in params.stop if s)
         if stops:
@@ -188,8 +193,9 @@ class TransformersBackend(GenerationBackend):
             cache[stops] = StoppingCriteriaList([StopStringCriteria(self.tokenizer, list(stops))])
         return cache[stops]
 
-    def _finish(self, new_tokens: list[int], params: SamplingParams, limit: int) -> tuple[str, str, int]:
-        """Text, finish reason and token count of one row of generated ids (trailing EOS/padding removed)."""
+    def _finish(self, new_tokens: list[int], params: SamplingParams, limit: int) -> tuple[str, str, list[int]]:
+        """Text, finish reason and sampled ids of one row of generated ids (trailing EOS/padding removed;
+        the ids keep the tokens of a stop string, which the text drops)."""
         length = next((i for i, t in enumerate(new_tokens) if t in self._end_ids), len(new_tokens))
         ended_by_eos = length < len(new_tokens) and new_tokens[length] in self._eos_ids()
         tokens = new_tokens[:length]
@@ -198,9 +204,9 @@ class TransformersBackend(GenerationBackend):
             # A stop string that is a special token is invisible in the text above but still ended the row.
             stopped = cut_at_stop(self.tokenizer.decode(tokens, skip_special_tokens=False), params.stop)[1]
         finish = "length" if length >= limit and not (stopped or ended_by_eos) else "stop"
-        return text, finish, length
+        return text, finish, tokens
 
-    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Completion]:
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[Completion]:
         import torch
 
         if not prompts:
@@ -208,21 +214,25 @@ class TransformersBackend(GenerationBackend):
         batch, prompt_lengths = self._batch(prompts)
         width = batch["input_ids"].shape[1]
         kwargs = self._generate_kwargs(params, width)
+        clock = _PrefillClock()
+        kwargs["logits_processor"] = _with_clock(clock, kwargs.get("logits_processor"))
         if params.seed is not None:
             torch.manual_seed(params.seed)
         # Greedy samples of one prompt are identical (and transformers refuses n > 1 without sampling):
         # decode each prompt once and repeat it.
         copies = params.n if kwargs["do_sample"] else 1
-        started = time.perf_counter()
+        clock.start()
         with _sampling_mode(self.model), torch.no_grad():
             output = self.model.generate(**batch, num_return_sequences=copies, **kwargs)
-        seconds = (time.perf_counter() - started) / len(output)
+        # One batched call: each row is charged an equal share, so summing rows gives the call's time.
+        prefill, decode = (t / len(output) for t in clock.split())
         completions = []
         # generate() repeats each prompt `copies` times in place, so rows are already prompt-major.
         for row, sequence in enumerate(output):
-            text, finish, count = self._finish(sequence[width:].tolist(), params, kwargs["max_new_tokens"])
-            sample = Completion(text, finish, prompt_lengths[row // copies], count, 0, seconds)
-            completions.extend(replace(sample) for _ in range(params.n // copies))
+            text, finish, ids = self._finish(sequence[width:].tolist(), params, kwargs["max_new_tokens"])
+            sample = Completion(text, finish, prompt_lengths[row // copies], len(ids), 0, prefill + decode,
+                                token_ids=ids, prompt_seconds=prefill, decode_seconds=decode)
+            completions.extend(replace(sample, token_ids=list(ids)) for _ in range(params.n // copies))
         return completions
 
     def stream(self, prompt: str, params: SamplingParams) -> Generator[str, None, Completion]:
@@ -233,6 +243,8 @@ class TransformersBackend(GenerationBackend):
         width = batch["input_ids"].shape[1]
         kwargs = self._generate_kwargs(params, width)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        clock = _PrefillClock()
+        kwargs["logits_processor"] = _with_clock(clock, kwargs.get("logits_processor"))
         cancel = threading.Event()
         kwargs["stopping_criteria"] = StoppingCriteriaList([*kwargs.get("stopping_criteria", []),
                                                             _cancel_criterion(cancel)])
@@ -248,7 +260,7 @@ class TransformersBackend(GenerationBackend):
 
         if params.seed is not None:
             torch.manual_seed(params.seed)
-        started = time.perf_counter()
+        clock.start()
         raw, emitted = "", ""
         with _sampling_mode(self.model):
             worker = threading.Thread(target=run, name="zsl-transformers-stream", daemon=True)
@@ -260,7 +272,7 @@ class TransformersBackend(GenerationBackend):
                     visible, stopped = cut_at_stop(raw, params.stop)
                     # Hold back a tail that may be the start of a stop string: it must not reach the caller
                     # if the next chunk completes the stop string.
-                    held = 0 if stopped else _stop_prefix_overlap(visible, params.stop)
+                    held = 0 if stopped else stop_prefix_overlap(visible, params.stop)
                     safe = visible[: len(visible) - held]
                     if len(safe) > len(emitted):
                         yield safe[len(emitted):]
@@ -276,8 +288,10 @@ class TransformersBackend(GenerationBackend):
         if len(text) > len(emitted):
             yield text[len(emitted):]
         new_tokens = result["output"][0][width:].tolist()
-        _, finish, count = self._finish(new_tokens, params, kwargs["max_new_tokens"])
-        return Completion(text, finish, prompt_lengths[0], count, 0, time.perf_counter() - started)
+        _, finish, ids = self._finish(new_tokens, params, kwargs["max_new_tokens"])
+        prefill, decode = clock.split()
+        return Completion(text, finish, prompt_lengths[0], len(ids), 0, prefill + decode, token_ids=ids,
+                          prompt_seconds=prefill, decode_seconds=decode)
 
     def close(self) -> None:
         model, self.model = getattr(self, "model", None), None
@@ -289,15 +303,32 @@ class TransformersBackend(GenerationBackend):
                 torch.cuda.empty_cache()
 
 
-def _stop_prefix_overlap(text: str, stops: Sequence[str]) -> int:
-    """Length of the longest end of `text` that is a proper start of some stop string."""
-    best = 0
-    for stop in stops:
-        for size in range(min(len(stop) - 1, len(text)), best, -1):
-            if text.endswith(stop[:size]):
-                best = size
-                break
-    return best
+class _PrefillClock:
+    """A pass-through logits processor that notes when the first logits arrive: before that moment the
+    model read the prompt (prefill), after it the model sampled (decode)."""
+
+    def __init__(self) -> None:
+        self.started = self.first_logits = 0.0
+
+    def start(self) -> None:
+        self.started, self.first_logits = time.perf_counter(), 0.0
+
+    def __call__(self, input_ids, scores):
+        if not self.first_logits:
+            self.first_logits = time.perf_counter()
+        return scores
+
+    def split(self) -> tuple[float, float]:
+        """(prefill seconds, decode seconds) of the call that just ended."""
+        end = time.perf_counter()
+        first = self.first_logits or end
+        return first - self.started, end - first
+
+
+def _with_clock(clock: _PrefillClock, processors: Any) -> Any:
+    from transformers import LogitsProcessorList
+
+    return LogitsProcessorList([clock, *(processors or [])])
 
 
 @contextmanager

@@ -52,11 +52,12 @@ class ModelsScreen(ZslScreen):
 
     def _show_active(self) -> None:
         s = self.workbench.settings
-        simulator = "simulator [b]$sim[/]" if s.engine == "simulated" else "engine [b]$sim[/]"
+        simulated = s.engine.kind == "simulated"
+        simulator = "simulator [b]$sim[/]" if simulated else "engine [b]$sim[/]"
         self.query_one("#active", Static).update(Content.from_markup(
             f"policy [b]$policy[/] ({'loaded' if self.workbench.policy_loaded else 'not loaded'}) · "
             f"{simulator} ({'loaded' if self.workbench.engine_loaded else 'not loaded'})",
-            policy=s.policy, sim=s.simulator if s.engine == "simulated" else s.engine_label,
+            policy=s.policy.name, sim=s.engine.simulator if simulated else s.engine.label,
         ))
 
     def action_refresh(self) -> None:
@@ -111,7 +112,7 @@ class ModelsScreen(ZslScreen):
         row = self._selected()
         if row is None:
             return
-        if self.workbench.settings.engine != "simulated":
+        if self.workbench.settings.engine.kind != "simulated":
             self.notify("the search engine is not simulated: start with --engine simulated", severity="warning")
             return
         self.workbench.set_simulator(row.model.name)

@@ -34,7 +34,7 @@ class SimulatorScreen(ZslScreen):
     def compose(self) -> ComposeResult:
         yield self.nav()
         yield Input(placeholder="A search query: the simulator writes useful and noisy documents", id="query")
-        yield Static(f"engine: {self.workbench.settings.engine_label} · k = {self.workbench.settings.agent.k}",
+        yield Static(f"engine: {self.workbench.settings.engine.label} · k = {self.workbench.settings.agent.k}",
                      id="sim-status")
         with Horizontal(id="columns"):
             for mode in ("useful", "noisy"):
@@ -80,7 +80,7 @@ class SimulatorScreen(ZslScreen):
             docs = self.query_one(f"#{mode}-docs", VerticalScroll)
             await docs.remove_children()
             await docs.mount(DocList(result.docs, result.warnings))
-        real = "" if self.workbench.settings.engine == "simulated" else " · a real engine ignores the mode"
+        real = "" if self.workbench.settings.engine.kind == "simulated" else " · a real engine ignores the mode"
         self.query_one("#sim-status", Static).update(
             Content.from_markup("query: [b]$q[/]$real", q=message.query, real=real)
         )
