@@ -66,13 +66,15 @@ def main() -> None:
         command = ["zsl", "train", "grpo", "--resume", str(run)]
     else:
         qa_path, corpus_path = make_task(args.out / "data")
+        heldout_path = args.out / "data" / "held_out_towns.jsonl"
+        heldout_path.write_text("".join(json.dumps(r) + "\n" for r in held_out_towns(qa_path, 20)[0]))
         command = [
             "zsl", "train", "grpo", "--data", str(qa_path), "--out", str(run), "--policy", args.policy,
             "--engine", args.engine, *(["--corpus", str(corpus_path)] if args.engine == "corpus" else []),
             "--steps", str(args.steps), "--p-end", str(args.noise_end),
             "--batch-questions", "4", "-G", "8", "--max-turns", "2", "--max-tokens-per-turn", "48",
             "--max-context", "1024", "-k", "2", "--lr", args.lr, "--kl-beta", "0.001", "--lora-r", "16",
-            "--save-every", "2",
+            "--save-every", "2", "--eval-data", str(heldout_path), "--eval-every", "5", "--eval-limit", "20",
         ]
     print("$", " ".join(command), flush=True)
     done = subprocess.run([sys.executable, "-m", "zerosearch_lite.cli", *command[1:]], check=False)
@@ -88,6 +90,10 @@ def main() -> None:
     def mean(values):
         return sum(values) / len(values)
 
+    print("\n| step | held-out F1 (greedy) | held-out searches/q |\n|---|---:|---:|")
+    for r in rows:
+        if r.heldout_f1 is not None:
+            print(f"| {r.step} | {r.heldout_f1:.3f} | {r.heldout_searches:.2f} |")
     print("\n| steps | mean reward | answered | searches/question |\n|---|---|---|---|")
     for label, part in ((f"first {w}", first), (f"last {w}", last)):
         print(f"| {label} | {mean([r.reward_mean for r in part]):.3f} | {mean([r.answered_share for r in part]):.2f} "
@@ -98,33 +104,43 @@ def main() -> None:
           f"{mean([r.update_seconds for r in rows]):.0f} s per step on average")
 
 
+def held_out_towns(trained_qa: Path, n_towns: int) -> tuple[list[dict], list[dict]]:
+    """Towns the run never trains on (their QA rows and passages)."""
+    trained = {json.loads(line)["question"].split(":")[0] for line in trained_qa.read_text().splitlines() if line.strip()}
+    return towns(n_towns, seed=1, exclude=trained)
+
+
 def held_out(run: Path, args) -> None:
     """Mean F1 of the base policy and of the trained adapter on towns the run never saw, same settings."""
+    import random
+
+    from zerosearch_lite.agent.rollout import Rollout, RolloutRequest
     from zerosearch_lite.models.loading import load_backend
-    from zerosearch_lite.simulator.factory import build_engine
-    from zerosearch_lite.evaluation.datasets import QAExample
+    from zerosearch_lite.simulator.config import open_engine
+    from zerosearch_lite.simulator.types import SearchContext
     from zerosearch_lite.train_lite.grpo import load_run_config
     from zerosearch_lite.train_lite.rewards import reward
-    from zerosearch_lite.train_lite.rollout import rollout
 
     cfg = load_run_config(run)
-    trained = {json.loads(line)["question"].split(":")[0] for line in Path(cfg.data).read_text().splitlines() if line.strip()}
-    rows, corpus = towns(args.held_out, seed=1, exclude=trained)
-    examples = [QAExample(r["id"], r["question"], tuple(r["golden_answers"])) for r in rows]
-    held_corpus = None
-    if cfg.engine == "corpus":  # the held-out towns' passages, indexed on their own
+    rows, corpus = held_out_towns(Path(cfg.data), args.held_out)
+    engine_config = cfg.engine
+    if cfg.engine.kind == "corpus":  # the held-out towns' passages, indexed on their own
         held_corpus = run / "held_out_corpus.jsonl"
         held_corpus.write_text("".join(json.dumps(r) + "\n" for r in corpus))
-    engine = build_engine(cfg.engine, corpus=held_corpus)
+        engine_config = cfg.engine.model_copy(update={"corpus": str(held_corpus)})
+    engine = open_engine(engine_config)
+    requests = [RolloutRequest(r["question"], SearchContext(r["question"], tuple(r["golden_answers"])))
+                for r in rows for _ in range(4)]
     print("\n| policy | held-out towns | samples | mean F1 | answered |\n|---|---:|---:|---:|---:|")
     for label, adapter in (("base", None), ("after GRPO", str(run / "adapter"))):
-        policy = load_backend(cfg.policy, "transformers", adapter=adapter)
-        batch = rollout(policy, engine, examples, 4, cfg.agent, noise_p=0.0, rng=random.Random(0), constrained=True)
-        answers = [t.answer for t in batch.trajectories]
-        scores = reward(answers, [e.golden_answers for e in examples for _ in range(4)], cfg.reward)
-        print(f"| {label} | {len(examples)} | {len(scores)} | {sum(scores) / len(scores):.3f} "
+        policy = load_backend(cfg.policy.name, "transformers", adapter=adapter)
+        trajectories, _ = Rollout(policy, engine, cfg.agent, constrained=True).run(
+            requests, noise_p=0.0, rng=random.Random(0))
+        answers = [t.answer for t in trajectories]
+        scores = reward(answers, [r["golden_answers"] for r in rows for _ in range(4)], cfg.reward)
+        print(f"| {label} | {len(rows)} | {len(scores)} | {sum(scores) / len(scores):.3f} "
               f"| {sum(a is not None for a in answers) / len(answers):.2f} |", flush=True)
-        del policy
+        policy.close()
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ def main() -> None:
     rows: dict[int, dict[str, list]] = {}
     for reuse in (True, False):
         policy = RecordingBackend(model, n_ctx=4096, reuse=reuse)
-        agent = Agent(policy, engine, config, grammar_default=True)
+        agent = Agent(policy, engine, config, protocol_grammar=True)
         for i, question in enumerate(QUESTIONS[: args.questions]):
             policy.records.clear()
             agent.run(question, seed=100 + i)

@@ -154,3 +154,19 @@ def test_ask_with_a_peft_policy_adapter_names_it_in_the_session(zsl_home, tmp_pa
     assert TrajectoryModel.model_validate(json.loads(result.stdout)).turns >= 1
     (row,) = json.loads(run_zsl("history", "--json").stdout)
     assert row["policy"] == f"{tiny_model_dir}+{tmp_path / 'adapter'}"
+
+
+def test_dense_and_hybrid_search_work_offline_from_a_fresh_home(zsl_home):
+    """With the network unplugged and an empty $ZSL_HOME: the embedded embedding model converts to ONNX,
+    the dense index builds, and both engines answer; a second run reuses both."""
+    from conftest import DATA
+
+    args = ["search", "Scott Derrickson nationality", "--corpus", str(DATA / "corpus_small.jsonl"), "-k", "3",
+            "--json"]
+    for engine in ("dense", "hybrid"):
+        result = offline(*args, "--engine", engine)
+        assert result.returncode == 0, result.stderr
+        docs = json.loads(result.stdout)["docs"]
+        assert len(docs) == 3 and all(d["source"] == engine for d in docs)
+        assert any("Derrickson" in d["title"] + d["text"] for d in docs)
+    assert list((zsl_home / "embeddings" / "onnx").glob("*/model.onnx"))  # converted once, kept

@@ -25,7 +25,7 @@ import typer
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from .errors import ZslError
+from .errors import ZslError, first_problem
 
 CONFIG_PARAM = "config_file"
 
@@ -165,13 +165,8 @@ def unknown_keys(model: type[BaseModel], data: dict[str, Any], prefix: str = "")
 
 
 def validation_error(exc: ValidationError, *, flags: dict[tuple, str] | None = None) -> ZslError:
-    """`invalid --flag: reason` for the first problem of a pydantic error, naming the flag (or else the dotted
-    field) at fault: the one formatter for every config and command line in the project."""
-    first = exc.errors(include_url=False)[0]
-    loc = tuple(str(part) for part in first.get("loc", ()))
-    where = (flags or {}).get(loc) or ".".join(loc) or "value"
-    message = first["msg"].removeprefix("Value error, ")
-    return ZslError(f"invalid {where}: {message}")
+    """`invalid --flag: reason` for the first problem of a config's validation error."""
+    return ZslError(f"invalid {first_problem(exc, names=flags, default='value')}")
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> None:

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..errors import ZslError
+from ..errors import ZslError, first_problem
 from .contents import Passage, join_contents
 from .engine import PassageEngine
 
@@ -166,11 +166,7 @@ class HttpSearchEngine(PassageEngine):
         try:
             payload = _Response.model_validate_json(response.content)
         except ValidationError as exc:
-            first = exc.errors(include_url=False)[0]
-            where = ".".join(str(part) for part in first.get("loc", ())) or "body"
-            raise ZslError(
-                f"search server {self.url} sent a malformed response ({where}: {first['msg']})"
-            ) from None
+            raise ZslError(f"search server {self.url} sent a malformed response ({first_problem(exc)})") from None
         if len(payload.result) != len(queries):
             raise ZslError(
                 f"search server {self.url} answered {len(payload.result)} of {len(queries)} queries"

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from ..errors import ZslError
+from ..errors import ZslError, first_problem
 from .batching import EngineBatcher, QueueFull, ShuttingDown
 from .contents import Passage, PassageRetriever, join_contents
 from .engine import SearchEngine
@@ -122,12 +122,8 @@ class RequestError(Exception):
 
 
 def _one_line(exc: ValidationError) -> str:
-    first = exc.errors(include_url=False)[0]
-    where = ".".join(str(part) for part in first.get("loc", ())) or "body"
-    message = first["msg"].removeprefix("Value error, ")
-    if first.get("type") == "json_invalid":
-        return f"body is not valid JSON: {message}"
-    return f"{where}: {message}"
+    problem = first_problem(exc)
+    return f"body is {problem}" if problem.startswith("not valid JSON") else problem
 
 
 def _content_id(contents: str) -> str:

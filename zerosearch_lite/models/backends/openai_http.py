@@ -27,7 +27,7 @@ from urllib.parse import urlparse
 import httpx
 from pydantic import BaseModel, Field, ValidationError
 
-from ...errors import ZslError
+from ...errors import ZslError, first_problem
 from .base import (
     CHATML_TEMPLATE,
     Completion,
@@ -197,9 +197,7 @@ class OpenAIBackend(GenerationBackend):
         try:
             self.settings = ClientSettings(**client_settings)
         except ValidationError as exc:
-            error = exc.errors()[0]
-            where = ".".join(str(p) for p in error["loc"])
-            raise ZslError(f"bad option for the OpenAI-compatible backend: {where}: {error['msg']}") from None
+            raise ZslError(f"bad option for the OpenAI-compatible backend: {first_problem(exc)}") from None
         self.timeout = self.settings.timeout
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # The executor bounds concurrency; the pool must not add its own wait (it would surface as a
@@ -325,9 +323,7 @@ class OpenAIBackend(GenerationBackend):
         try:
             parsed = _CompletionResponse.model_validate(payload)
         except ValidationError as exc:
-            where = ".".join(str(p) for p in exc.errors()[0]["loc"]) or "body"
-            problem = exc.errors()[0]["msg"]
-            raise ZslError(f"{url} sent an unexpected completion body ({where}: {problem})") from None
+            raise ZslError(f"{url} sent an unexpected completion body ({first_problem(exc)})") from None
         # Servers number choices (index = sample) but need not send them in order.
         return _Answer(sorted(parsed.choices, key=lambda c: c.index), parsed.usage)
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from ...errors import ZslError
+from ...errors import ZslError, first_problem
 from ..hf import first_line, locate, token_ids
 from ..spec import ResolvedModel
 from .base import (
@@ -113,9 +113,7 @@ def _settings(options: dict[str, Any]) -> VLLMSettings:
     try:
         return VLLMSettings(**options)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(p) for p in error["loc"])
-        raise ZslError(f"bad vLLM option {where}: {error['msg']}") from None
+        raise ZslError(f"bad vLLM option {first_problem(exc)}") from None
 
 
 def _model_config(llm: Any) -> Any:
