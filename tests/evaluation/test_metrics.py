@@ -64,16 +64,39 @@ def test_pass_at_k_equals_brute_force_over_all_subsets(n):
         pass_at_k(3, 1, 4)
 
 
-def test_majority_at_k_votes_normalized_answers_and_breaks_ties_by_first_seen():
+def brute_majority(answers, golds, k, metric="strict_em") -> float:
+    """Every k-subset's vote by hand: the most frequent normalized answer, a tie worth its members' mean."""
+    from collections import Counter
+
+    from zerosearch_lite.agent.answers import normalize_answer
+    from zerosearch_lite.evaluation.metrics import SCORERS
+
+    values = []
+    for subset in itertools.combinations(answers, k):
+        votes = Counter(normalize_answer(a) for a in subset if a)
+        if not votes:
+            values.append(0.0)
+            continue
+        top = max(votes.values())
+        tied = [a for a in votes if votes[a] == top]
+        values.append(sum(SCORERS[metric](a, golds) for a in tied) / len(tied))
+    return sum(values) / len(values)
+
+
+def test_majority_at_k_votes_normalized_answers_and_averages_ties():
     golds = ["Paris"]
     answers = ["paris", "Lyon", "Lyon", "The Paris", None]
-    assert majority_at_k(answers, golds, 1) == 1.0  # the vote of one
-    assert majority_at_k(answers, golds, 2) == 1.0  # tie 1–1: the answer seen first wins
-    assert majority_at_k(answers, golds, 3) == 0.0  # Lyon 2, Paris 1
-    assert majority_at_k(answers, golds, 4) == 1.0  # tie 2–2 ("The Paris" normalizes to "paris"): Paris was first
-    assert majority_at_k([None, None, "Lyon"], golds, 2) == 0.0  # unanswered samples abstain; nothing to vote on
-    assert majority_at_k(["Paris, France", "x"], golds, 2, "cover_em") == 1.0
-    assert majority_at_k(["Paris, France", "x"], golds, 2, "strict_em") == 0.0
+    assert majority_at_k(answers, golds, 1) == pytest.approx(2 / 5)  # majority@1 is the mean of single samples
+    assert majority_at_k(answers[:2], golds, 2) == 0.5  # a 1–1 tie is worth the mean of the tied answers
+    assert majority_at_k(answers[:3], golds, 3) == 0.0  # Lyon 2, Paris 1
+    assert majority_at_k(answers[:4], golds, 4) == 0.5  # 2–2 ("The Paris" normalizes to "paris"): a tie
+    assert majority_at_k([None, None, "Lyon"], golds, 2) == 0.0  # unanswered samples abstain
+    assert majority_at_k(["Paris, France", "x"], golds, 1, "cover_em") == 0.5
+    for k in range(1, 6):
+        assert majority_at_k(answers, golds, k) == pytest.approx(brute_majority(answers, golds, k))
+    many = ["Paris"] * 20 + ["Lyon"] * 30  # C(50, 10) subsets: a seeded sample of them
+    assert 0.0 < majority_at_k(many, golds, 10) < 0.3  # Lyon wins most votes of 10
+    assert majority_at_k(many, golds, 10) == majority_at_k(many, golds, 10)  # seeded
 
 
 def test_bootstrap_interval_holds_the_mean_and_averages_datasets():

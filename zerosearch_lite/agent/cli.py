@@ -12,11 +12,12 @@ from .. import paths
 from ..config_cli import config_command
 from ..console import err, out
 from ..errors import ZslError
+from ..simulator.config import INFERENCE_EXCLUDED
 from .config import AskConfig
 from .store import SessionStore
 
 
-@config_command(AskConfig)
+@config_command(AskConfig, exclude=INFERENCE_EXCLUDED)
 def ask_command(
     config: AskConfig,
     question: Annotated[str, typer.Argument(help="The question to answer.")],

@@ -14,6 +14,7 @@ from typer.core import TyperGroup
 
 from ..config_cli import config_command
 from ..console import err, out
+from ..simulator.config import INFERENCE_EXCLUDED
 from .runner import EvalConfig
 
 
@@ -36,7 +37,7 @@ eval_app = typer.Typer(
 
 
 @eval_app.command("run")
-@config_command(EvalConfig)
+@config_command(EvalConfig, exclude=INFERENCE_EXCLUDED)
 def run_command(config: EvalConfig) -> None:
     """Evaluate: agent, rag or direct over QA files; resumable (rerun the same command after Ctrl-C)."""
     from rich.markdown import Markdown

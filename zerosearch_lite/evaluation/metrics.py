@@ -9,10 +9,13 @@ punctuation and the articles a/an/the, collapse whitespace (`agent.answers.norma
 
 from __future__ import annotations
 
+import random
+from collections import Counter
 from collections.abc import Sequence
+from itertools import combinations
+from math import comb
 
 from ..agent.answers import exact_match, normalize_answer, token_f1
-from ..agent.voting import vote
 
 __all__ = ["cover_em", "exact_match", "majority_at_k", "pass_at_k", "strict_em", "token_f1"]
 
@@ -50,13 +53,32 @@ def pass_at_k(n: int, correct: int, k: int) -> float:
     return 1.0 - miss
 
 
-def majority_at_k(answers: Sequence[str | None], golds: Sequence[str], k: int, metric: str = "strict_em") -> float:
-    """Score of the majority vote over the first k sampled answers (normalized; unanswered samples abstain;
-    a tie goes to the answer seen first, as in `zsl ask --samples`)."""
-    voted = vote(list(answers[:k])).answer
-    return SCORERS[metric](voted, golds)
-
-
+def majority_at_k(answers: Sequence[str | None], golds: Sequence[str], k: int, metric: str = "strict_em", *,
+                  max_subsets: int = 256, seed: int = 0) -> float:
+    """Expected score of the majority vote over k of the n sampled answers: the mean over every k-subset (a
+    seeded sample of `max_subsets` of them when there are more), votes over normalized answers, unanswered
+    samples abstaining, and a tie scored as the mean of the tied answers (a uniformly random tie-break).
+    majority@1 is then pass@1's plain mean, and majority@n the vote over all samples."""
+    n = len(answers)
+    if not 1 <= k <= n:
+        raise ValueError(f"majority@k needs 1 <= k <= n (n={n}, k={k})")
+    score = SCORERS[metric]
+    normalized = [normalize_answer(a) if a else "" for a in answers]
+    correct = {norm: score(a, golds) for a, norm in zip(answers, normalized, strict=True) if norm}
+    if comb(n, k) <= max_subsets:
+        subsets = combinations(range(n), k)
+    else:
+        rng = random.Random(seed)
+        subsets = (rng.sample(range(n), k) for _ in range(max_subsets))
+    total = count = 0.0
+    for subset in subsets:
+        votes = Counter(normalized[i] for i in subset if normalized[i])
+        count += 1
+        if votes:
+            best = max(votes.values())
+            tied = [norm for norm, c in votes.items() if c == best]
+            total += sum(correct[norm] for norm in tied) / len(tied)
+    return total / count
 def bootstrap_interval(values: Sequence[Sequence[float]], *, resamples: int = 1000, seed: int = 0,
                        level: float = 0.95) -> tuple[float, float, float]:
     """(mean, low, high) of the mean over groups of per-question values (one group per dataset; the groups'

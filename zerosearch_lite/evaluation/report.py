@@ -176,8 +176,8 @@ def render_markdown(report: dict[str, Any]) -> str:
                 lines.append(f"| {e['name']} | " + " | ".join(f"{passes[k]['mean']:.3f}" for k in ks) + " | "
                              + " | ".join(f"{majors[k]['mean']:.3f}" for k in ks) + " |")
         lines += ["", ("pass@k: the unbiased estimate 1 − C(n−c, k)/C(n, k) of at least one correct answer among "
-                       "k samples (coverage); maj@k: the score of the majority vote over the first k samples' "
-                       "normalized answers (ties go to the answer seen first).")]
+                       "k samples (coverage); maj@k: the expected score of the majority vote over k of the samples' "
+                       "normalized answers (all k-subsets, ties scored as the mean of the tied answers).")]
     return "\n".join(lines) + "\n"
 
 

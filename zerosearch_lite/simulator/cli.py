@@ -11,10 +11,10 @@ from rich.markup import escape
 from ..config_cli import config_command
 from ..console import err, out
 from ..errors import ZslError
-from .config import SearchConfig, ServeCommandConfig, open_engine
+from .config import INFERENCE_EXCLUDED, SearchConfig, ServeCommandConfig, open_engine
 
 
-@config_command(SearchConfig)
+@config_command(SearchConfig, exclude=INFERENCE_EXCLUDED)
 def search_command(
     config: SearchConfig,
     query: Annotated[str, typer.Argument(help="The search query.")],
@@ -48,7 +48,7 @@ def search_command(
         err.print(f"[yellow]warning:[/] {escape(warning)}")
 
 
-@config_command(ServeCommandConfig)
+@config_command(ServeCommandConfig, exclude=INFERENCE_EXCLUDED)
 def serve_command(config: ServeCommandConfig) -> None:
     """Serve an engine over HTTP with a Search-R1-compatible POST /retrieve and GET /health."""
     from .server import serve

@@ -29,6 +29,9 @@ REAL_ENGINES = ("corpus", "dense", "hybrid", "http")
 # command line installs its progress bar here (as logging handlers are installed by an application).
 index_progress: Callable[[int, int], None] | None = None
 NO_SEARCH = "searching is off (--engine none)"
+# Engine settings with no effect where no gold answer is known (the noise guard needs one): not options of the
+# inference commands (ask, tui, search, serve, eval).
+INFERENCE_EXCLUDED = ("engine.guard",)
 
 
 class EngineConfig(BaseModel):

@@ -21,7 +21,7 @@ sim_app = typer.Typer(help="Train the simulator: collect real-engine data, LoRA 
 # The simulator fields of an engine: collection searches a real engine, so they would do nothing there.
 COLLECT_EXCLUDED = ("engine.simulator", "engine.simulator_adapter", "engine.simulator_backend",
                     "engine.simulator_4bit", "engine.preset", "engine.structured", "engine.cache",
-                    "agent.search_mode")
+                    "engine.semantic_threshold", "engine.guard", "agent.search_mode")
 
 
 @sim_app.command("collect")

@@ -13,11 +13,12 @@ import typer
 from ..agent.config import AskConfig
 from ..config_cli import config_command
 from ..errors import ZslError
+from ..simulator.config import INFERENCE_EXCLUDED
 
 ScreenName = Literal["ask", "history", "simulator", "training", "eval", "models"]
 
 
-@config_command(AskConfig)
+@config_command(AskConfig, exclude=INFERENCE_EXCLUDED)
 def tui_command(
     config: AskConfig,
     run: Annotated[Path | None, typer.Option("--run", help="Training run directory to show on the Training screen.")] = None,
