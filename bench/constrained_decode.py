@@ -32,8 +32,7 @@ from zerosearch_lite.agent.types import Answer, Search
 from zerosearch_lite.models.backends.base import Completion, GenerationBackend, SamplingParams
 from zerosearch_lite.models.loading import load_backend
 from zerosearch_lite.simulator.parsing import parse_documents
-from zerosearch_lite.simulator.prompts import documents_grammar, get_preset
-from zerosearch_lite.simulator.simulated import TOKENS_PER_DOC
+from zerosearch_lite.simulator.prompts import documents_grammar, documents_token_budget, get_preset
 
 QUESTION_FILE = Path(__file__).resolve().parents[1] / "tests" / "data" / "hotpot_small.jsonl"
 QUESTIONS = [json.loads(line)["question"] for line in QUESTION_FILE.read_text().splitlines()]
@@ -95,8 +94,8 @@ def documents_case(backend, samples: int, seed: int) -> CaseResult:
         mode = "useful" if i % 2 == 0 else "noisy"
         prompt = backend.render_chat(preset.messages(QUESTIONS[i % len(QUESTIONS)], K, mode))
         # The simulated engine's settings (simulator/simulated.py).
-        params = SamplingParams(max_tokens=TOKENS_PER_DOC * K, temperature=0.7, repeat_penalty=1.1,
-                                seed=seed + i, stop=[f"Doc {K + 1}:"], grammar=documents_grammar(K))
+        params = SamplingParams(max_tokens=documents_token_budget(K, structured=True), temperature=0.7,
+                                repeat_penalty=1.1, seed=seed + i, stop=[f"Doc {K + 1}:"], grammar=documents_grammar(K))
         text = paired(backend, prompt, params, result).text
         lines = text.splitlines()
         # Well formed: k "Doc i:" lines, each a document on its own; distinct: the k survive de-duplication.

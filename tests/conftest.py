@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -82,3 +83,10 @@ def tiny_model_dir(tmp_path_factory, embedded_path) -> Path:
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def takes_ctrl_c() -> None:
+    """`preexec_fn` of a child the test interrupts: SIGINT back to its default. A suite started in the
+    background of a non-interactive shell inherits SIGINT ignored, and Python then installs no
+    KeyboardInterrupt handler, so the child would run to the end."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from zerosearch_lite.cli import app
-from zerosearch_lite.config_cli import CONFIG_PARAM, _submodel, config_options, option_help
+from zerosearch_lite.config_cli import CONFIG_PARAM, _submodel, option_help
 from zerosearch_lite.errors import ZslError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +41,7 @@ def test_every_command_with_settings_takes_them_from_one_config():
 @pytest.mark.parametrize("name", sorted(CONFIG_DRIVEN))
 def test_each_option_matches_its_field_default_bounds_and_help(name):
     command = commands()[name]
-    model, options = command.callback.__zsl_config__
+    _model, options = command.callback.__zsl_config__
     by_param = {o.param: o for o in options}
     for param in command.params:
         if param.name == CONFIG_PARAM or param.name in OWN_PARAMS:
@@ -112,7 +113,7 @@ def test_config_file_then_flags_and_errors_name_the_flag(tmp_path, monkeypatch):
 def test_resume_refuses_flags_that_would_change_the_run(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.json").write_text('{"data": "qa.jsonl", "out": "%s"}' % run)
+    (run / "config.json").write_text(json.dumps({"data": "qa.jsonl", "out": str(run)}))
     result = CliRunner().invoke(app, ["train", "grpo", "--resume", str(run), "--steps", "3"])
     assert isinstance(result.exception, ZslError) and "--steps cannot change a saved run" in str(result.exception)
 

@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from conftest import DATA
+from conftest import DATA, takes_ctrl_c
 
 from zerosearch_lite.errors import ZslError
 from zerosearch_lite.evaluation.compare import compare_runs, render_comparison
@@ -189,7 +189,7 @@ def test_ctrl_c_then_the_same_command_gives_each_sample_once_and_the_uninterrupt
     assert straight.returncode == 0, straight.stderr
     run = tmp_path / "interrupted"
     process = subprocess.Popen([*base, "--out", str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=env)
+                               env=env, preexec_fn=takes_ctrl_c)  # noqa: PLW1509 - only resets a signal
     predictions = run / "predictions.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline and (sum(1 for _ in predictions.open()) if predictions.exists() else 0) < 2:

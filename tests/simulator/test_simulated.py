@@ -3,6 +3,7 @@ import pytest
 from zerosearch_lite.errors import ZslError
 from zerosearch_lite.models.backends.fake import FakeBackend
 from zerosearch_lite.simulator.cache import DocumentCache
+from zerosearch_lite.simulator.prompts import DOC_MAX_CHARS, documents_token_budget
 from zerosearch_lite.simulator.simulated import NoiseGuard, SimulatedSearchEngine, holds_answer
 from zerosearch_lite.simulator.types import SearchContext
 
@@ -56,6 +57,21 @@ def test_structured_mode_sends_a_k_line_grammar():
     SimulatedSearchEngine(backend, structured=True).lookup(["q"], 3)
     grammar = backend.history[0][1].grammar
     assert '"Doc 3: " doc' in grammar and "Doc 4" not in grammar
+
+
+def test_a_structured_call_has_the_tokens_to_finish_k_full_length_documents_of_url_text(llama_simulator):
+    """The grammar ends a document at DOC_MAX_CHARS characters, not tokens: the budget must outlast k documents
+    of the densest text a simulator writes (URLs: under 2 characters a token in the embedded vocabulary),
+    or the last document is cut mid-line."""
+    url = "https://www.facebook.com/mccannabbwjcrkfavrngvrbhgceycndz@123mqAACFB1,R-lG-S-L-H-C-D-M-J-W-N-K-E-X-P"
+    doc = (url * 4)[:DOC_MAX_CHARS]
+    for k in (1, 3, 5):
+        text = "".join(f"Doc {i}: {doc}\n" for i in range(1, k + 1))
+        tokens = len(llama_simulator.llm.tokenize(text.encode(), add_bos=False))
+        assert tokens <= documents_token_budget(k, structured=True), (k, tokens)
+    backend = FakeBackend(default=DOCS)
+    SimulatedSearchEngine(backend, structured=True).lookup(["q"], 5)
+    assert backend.history[0][1].max_tokens == documents_token_budget(5, structured=True)
 
 
 def test_zerosearch_preset_format():

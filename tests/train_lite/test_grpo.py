@@ -466,7 +466,7 @@ def test_resume_keeps_the_best_adapter_and_the_heldout_rows(scripted, qa_file, t
 class HandOverBackend(FakeBackend):
     """Stands in for vLLM in the trainer's process: records adapters handed over and sleeps."""
 
-    class settings:  # noqa: N801 - mirrors VLLMSettings' attribute
+    class settings:
         enable_sleep_mode = True
 
     def __init__(self):

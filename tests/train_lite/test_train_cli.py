@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import DATA, run_zsl
+from conftest import DATA, run_zsl, takes_ctrl_c
 
 from zerosearch_lite.train_lite.metrics import read_metrics
 
@@ -22,7 +22,8 @@ pytestmark = pytest.mark.integration
 
 def start_zsl(*args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "zerosearch_lite.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=os.environ | {"HF_HUB_OFFLINE": "1"})
+                            stderr=subprocess.PIPE, text=True, env=os.environ | {"HF_HUB_OFFLINE": "1"},
+                            preexec_fn=takes_ctrl_c)  # noqa: PLW1509 - only resets a signal
 
 
 def interrupt_when(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float = 600) -> tuple[int, str]:

@@ -88,7 +88,24 @@ def get_preset(name: str) -> PromptPreset:
         raise ZslError(f"unknown prompt preset {name!r}: choose one of {', '.join(PRESETS)}") from None
 
 
-def documents_grammar(k: int, min_chars: int = 40, max_chars: int = 280) -> str:
+DOC_MIN_CHARS = 40
+DOC_MAX_CHARS = 280  # about 45 words; ZeroSearch asks for about 30
+TOKENS_PER_DOC = 64  # the budget of a free-text document (no grammar to end it)
+
+
+def documents_grammar(k: int, min_chars: int = DOC_MIN_CHARS, max_chars: int = DOC_MAX_CHARS) -> str:
     """GBNF forcing exactly k lines `Doc i: text` (one document each, bounded length)."""
     docs = ' "\\n" '.join(f'"Doc {i}: " doc' for i in range(1, k + 1))
     return f'root ::= {docs} "\\n"\ndoc ::= [^\\n]{{{min_chars},{max_chars}}}\n'
+
+
+def documents_token_budget(k: int, structured: bool) -> int:
+    """`max_tokens` of one call for k documents. Free text gets `TOKENS_PER_DOC` a document. Under
+    `documents_grammar` the grammar ends each document by its length in characters, so the budget only has to
+    outlast it: a token of ASCII text holds at least one character (URLs and random strings run at 1.4–1.7,
+    prose at about 4), so k full-length lines with their `Doc i: ` prefixes always fit and a budget cut can
+    never leave the last document unfinished. Backends clamp `max_tokens` to the context, and generation ends
+    where the grammar does, so the large bound costs nothing."""
+    if not structured:
+        return TOKENS_PER_DOC * k
+    return k * (len(f"Doc {k}: ") + DOC_MAX_CHARS + 1)

@@ -27,10 +27,9 @@ from ..models.backends.base import GenerationBackend, SamplingParams
 from .cache import CacheKey, DocumentCache, context_key, normalize_query
 from .engine import SearchEngine
 from .parsing import ParsedDocs, parse_documents
-from .prompts import documents_grammar, get_preset
+from .prompts import documents_grammar, documents_token_budget, get_preset
 from .types import Doc, Mode, SearchContext, SearchResult
 
-TOKENS_PER_DOC = 64
 GuardMode = Literal["off", "drop", "retry"]
 GUARD_MODES: tuple[GuardMode, ...] = ("off", "drop", "retry")
 
@@ -170,7 +169,7 @@ class SimulatedSearchEngine(SearchEngine):
         and each key's share of the seconds, and adds the tokens written to the lead results."""
         prompts = [self.prompt(leads[key].query, k, key.mode, contexts[key]) for key in keys]
         params = SamplingParams(
-            max_tokens=TOKENS_PER_DOC * k,
+            max_tokens=documents_token_budget(k, self.structured),
             temperature=self.temperature,
             repeat_penalty=self.repeat_penalty,
             seed=self.seed,
