@@ -79,6 +79,8 @@ def majority_at_k(answers: Sequence[str | None], golds: Sequence[str], k: int, m
             tied = [norm for norm, c in votes.items() if c == best]
             total += sum(correct[norm] for norm in tied) / len(tied)
     return total / count
+
+
 def bootstrap_interval(values: Sequence[Sequence[float]], *, resamples: int = 1000, seed: int = 0,
                        level: float = 0.95) -> tuple[float, float, float]:
     """(mean, low, high) of the mean over groups of per-question values (one group per dataset; the groups'
