@@ -28,6 +28,7 @@ from rich.table import Table
 
 from zerosearch_lite.agent.config import AgentConfig
 from zerosearch_lite.agent.protocol import STOP_SEQUENCES, parse_turn, turn_grammar, user_message
+from zerosearch_lite.agent.turns import turn_max_tokens
 from zerosearch_lite.agent.types import Answer, Search
 from zerosearch_lite.models.backends.base import Completion, GenerationBackend, SamplingParams
 from zerosearch_lite.models.loading import load_backend
@@ -76,7 +77,8 @@ def policy_case(backend, allow: tuple[bool, bool], samples: int, seed: int) -> C
     allowed = tuple(kind for kind, ok in zip((Search, Answer), allow, strict=True) if ok)
     for i in range(samples):
         prompt = backend.render_chat(user_message(QUESTIONS[i % len(QUESTIONS)]))
-        params = SamplingParams(max_tokens=config.max_tokens_per_turn, temperature=config.temperature,
+        # The agent's own budget of a constrained turn (`agent.turns.turn_max_tokens`): it outlasts the grammar.
+        params = SamplingParams(max_tokens=turn_max_tokens(config, constrained=True), temperature=config.temperature,
                                 top_p=config.top_p, stop=list(STOP_SEQUENCES), seed=seed + i,
                                 grammar=turn_grammar(config.max_tokens_per_turn, *allow))
         turn = paired(backend, prompt, params, result)

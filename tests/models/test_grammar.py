@@ -10,12 +10,21 @@ import ctypes
 import numpy as np
 import pytest
 
-from zerosearch_lite.agent.protocol import STOP_SEQUENCES, parse_turn, protocol_grammar, turn_grammar
+from zerosearch_lite.agent.config import AgentConfig
+from zerosearch_lite.agent.protocol import (
+    STOP_SEQUENCES,
+    parse_turn,
+    protocol_grammar,
+    turn_grammar,
+    turn_limits,
+)
+from zerosearch_lite.agent.turns import turn_params
 from zerosearch_lite.agent.types import Answer, Search
 from zerosearch_lite.errors import ZslError
 from zerosearch_lite.models.backends.base import SamplingParams
 from zerosearch_lite.models.backends.grammar import GrammarLogitsProcessor, compile_gbnf, llama_grammars
 from zerosearch_lite.models.loading import load_backend
+from zerosearch_lite.simulator.parsing import parse_documents
 from zerosearch_lite.simulator.prompts import documents_grammar
 
 THINK = "<think>The novel is famous, so a search should find its author.</think>\n"
@@ -45,7 +54,21 @@ MALFORMED_DOCUMENTS = {
     "a document under 40 characters": doc_lines(5, "(Short) too short to count."),
     "documents out of order": doc_lines(5).replace("Doc 2:", "Doc 3:", 1),
     "no line break at the end": doc_lines(5)[:-1],
+    "a document of one long word": doc_lines(5, "https://en.wikipedia.org/wiki/Frankenstein_(novel)"),
+    "a document of two words": doc_lines(5, "Frankenstein; https://en.wikipedia.org/wiki/Frankenstein"),
+    "words that are only whitespace": doc_lines(5, "\u3000 \t " + "https://en.wikipedia.org/wiki/Mary_Shelley"),
+    "words that are only bold markup": doc_lines(5, "** ** https://en.wikipedia.org/wiki/Mary_Shelley_(author)"),
+    "a document over 280 characters": doc_lines(5, "Mary Shelley wrote Frankenstein. " * 9),
 }
+# Lines at the edges of the document rule: the parser must keep every one the grammar accepts.
+EDGE_DOCUMENTS = [
+    "(Frankenstein) novel https://en.wikipedia.org/wiki/Frankenstein_(novel)",  # a title, then two words
+    "Frankenstein: novel https://en.wikipedia.org/wiki/Frankenstein_(novel)",
+    "a b https://en.wikipedia.org/wiki/Frankenstein_(novel)_by_Mary",
+    "**Frankenstein** is a novel by Mary Shelley, published in London in 1818.",
+    "Mary Shelley wrote Frankenstein. " * 7,
+    "x y z" + "." * 35,  # 40 characters
+]
 
 
 @pytest.fixture(scope="module")
@@ -172,12 +195,32 @@ def test_turn_grammar_caps_think_and_query_lengths(accepts, engine):
     assert not accepts(engine, gbnf, "<think>a</think>\n<search>" + "q" * 11 + "</search>")
 
 
+@pytest.mark.parametrize("max_tokens", [24, 64, 256, 1024])
+def test_the_longest_turn_the_grammar_allows_closes_within_the_turns_token_budget(accepts, vocab_llama, max_tokens):
+    params = turn_params(AgentConfig(max_tokens_per_turn=max_tokens), turn=0, searches=0, constrained=True)
+    think, query = turn_limits(max_tokens)
+    longest = "<think>" + "1" * think + "</think>\n<search> " + "1" * query + "</search>"  # a digit a token
+    assert accepts("llguidance+llama.cpp", params.grammar, longest)
+    assert not accepts("llguidance+llama.cpp", params.grammar, longest.replace("<think>", "<think>1"))
+    assert len(vocab_llama.tokenize(longest.encode(), add_bos=False, special=True)) <= params.max_tokens
+    assert params.max_tokens >= max_tokens  # never less than the user's budget
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_documents_grammar_accepts_k_lines_and_refuses_malformed_ones(accepts, engine):
     gbnf = documents_grammar(5)
     assert accepts(engine, gbnf, doc_lines(5))
     for name, text in MALFORMED_DOCUMENTS.items():
         assert not accepts(engine, gbnf, text), name
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_every_document_the_grammar_accepts_is_one_the_parser_keeps(accepts, engine):
+    gbnf = documents_grammar(1)
+    for text in [*EDGE_DOCUMENTS, *(lines.splitlines()[0].removeprefix("Doc 1: ") for lines in MALFORMED_DOCUMENTS.values())]:
+        if accepts(engine, gbnf, f"Doc 1: {text}\n"):
+            assert len(parse_documents(f"Doc 1: {text}", 1).docs) == 1, text
+    assert [text for text in EDGE_DOCUMENTS if not accepts(engine, gbnf, f"Doc 1: {text.strip()}\n")] == []
 
 
 def test_invalid_gbnf_is_a_zsl_error():

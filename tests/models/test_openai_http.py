@@ -89,6 +89,12 @@ class CannedServer:
                 if server.mode == "reject-n" and body["n"] != 1:  # llama.cpp's answer
                     message = {"error": {"code": 500, "message": "Only one completion choice is allowed"}}
                     return self.send(500, json.dumps(message).encode())
+                if server.mode == "vllm-context":  # vLLM refuses prompt + max_tokens beyond max_model_len
+                    prompt = body["prompt"]
+                    prompt_tokens = len(prompt) if isinstance(prompt, list) else len(prompt.split())
+                    if prompt_tokens + body["max_tokens"] > 2048:
+                        message = {"error": {"message": "This model's maximum context length is 2048 tokens."}}
+                        return self.send(400, json.dumps(message).encode())
                 time.sleep(server.delay)
                 if body["stream"]:
                     return self.send(200, self.sse(), "text/event-stream")
@@ -219,6 +225,25 @@ def test_grammar_is_forwarded_only_when_asked(server):
     assert server.last_body["structured_outputs"] == {"grammar": 'root ::= "yes"'}  # vLLM's
     backend.generate(["a"], SamplingParams())
     assert "grammar" not in server.last_body and "structured_outputs" not in server.last_body
+
+
+def test_requests_fit_the_context_window_the_server_reports(make_server):
+    server = make_server("vllm-context")
+    backend = OpenAIBackend(server.url)
+    long_prompt = "a " * 700  # 1,400 bytes, 700 tokens on this server: with 1,445 more it would not fit
+    params = SamplingParams(max_tokens=1445)  # a structured simulator call's budget for 5 documents
+    assert backend.generate([long_prompt], params)[0].finish_reason == "stop"
+    assert server.last_body["max_tokens"] == 2048 - 1400 - 8
+    backend.generate([[1] * 100], SamplingParams(max_tokens=4000))
+    assert server.last_body["max_tokens"] == 2048 - 100  # token ids count exactly
+    backend.generate(["short"], SamplingParams(max_tokens=7))
+    assert server.last_body["max_tokens"] == 7
+    silent = make_server("no-models")  # lists no models, so no window: the budget goes as asked
+    OpenAIBackend(silent.url).generate([long_prompt], params)
+    assert silent.last_body["max_tokens"] == 1445
+    with pytest.raises(ZslError, match="maximum context length is 2048"):  # the bound leaves no room:
+        backend.generate(["word " * 700], params)  # sent as asked, and the server's refusal reported
+    assert server.last_body["max_tokens"] == 1445
 
 
 def test_n_samples_are_prompt_major_with_usage(server):

@@ -14,6 +14,14 @@ def test_titles_in_parentheses_and_quotes():
     assert split_title('"Frankenstein"\nA novel published in 1818.') == ("Frankenstein", "A novel published in 1818.")
 
 
+def test_a_prefix_is_a_title_only_when_a_document_follows_it():
+    assert split_title("(Frankenstein) https://en.wikipedia.org/wiki/Frankenstein") == (
+        "", "(Frankenstein) https://en.wikipedia.org/wiki/Frankenstein")
+    assert split_title("Novel: Frankenstein 1818") == ("", "Novel: Frankenstein 1818")
+    assert split_title("Novel: Frankenstein by Shelley") == ("Novel", "Frankenstein by Shelley")
+    assert parse_documents("Doc 1: (Frankenstein) Mary Shelley", 1).docs == [("", "(Frankenstein) Mary Shelley")]
+
+
 def test_no_markers_falls_back_to_numbered_lines():
     parsed = parse_documents("1. first doc has words\n2. second doc has words\n3) third doc has words", 5)
     assert [d[1] for d in parsed.docs] == ["first doc has words", "second doc has words", "third doc has words"]

@@ -188,3 +188,13 @@ def test_generated_tokens_are_counted_once_for_a_shared_generation(tmp_path):
 def test_unknown_guard_is_a_one_line_error():
     with pytest.raises(ZslError, match="unknown noise guard 'always'"):
         SimulatedSearchEngine(FakeBackend(), guard="always")  # type: ignore[arg-type]
+
+
+def test_documents_made_under_another_grammar_are_not_served_from_the_cache(tmp_path, monkeypatch):
+    backend = FakeBackend(default=DOCS)
+    cache = DocumentCache(tmp_path / "c.db")
+    SimulatedSearchEngine(backend, cache=cache, structured=True).lookup(["q"], 3)
+    assert SimulatedSearchEngine(backend, cache=cache, structured=True).lookup(["q"], 3)[0].cache_hit
+    monkeypatch.setattr("zerosearch_lite.simulator.prompts.documents_grammar_version", lambda: "changed")
+    assert not SimulatedSearchEngine(backend, cache=cache, structured=True).lookup(["q"], 3)[0].cache_hit
+    assert len(backend.history) == 2

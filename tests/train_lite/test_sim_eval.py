@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from conftest import DATA
 from typer.testing import CliRunner
 
 from zerosearch_lite.evaluation.datasets import QAExample
 from zerosearch_lite.models.backends.fake import FakeBackend
+from zerosearch_lite.simulator.prompts import PRESETS
 from zerosearch_lite.simulator.simulated import NoiseGuard, SimulatedSearchEngine
 from zerosearch_lite.train_lite.sim_cli import sim_app
 from zerosearch_lite.train_lite.sim_eval import QuestionRow, evaluate_simulator
@@ -49,7 +51,7 @@ def test_stored_row_reads_back_and_foreign_records_are_ignored():
     assert QuestionRow.from_dict({"setting": "base", "question_id": "q1"}) is None
 
 
-def test_sim_eval_keeps_rows_and_resumes_without_redoing_a_question(tmp_path, tiny_model_dir):
+def test_sim_eval_keeps_rows_and_resumes_without_redoing_a_question(tmp_path, tiny_model_dir, monkeypatch):
     rows_file = tmp_path / "eval.jsonl"
     # Shrunk for speed: one document a search, the drop guard (a random model's useful documents never
     # hold the answer, so the retry guard would regenerate each of them twice)
@@ -69,3 +71,7 @@ def test_sim_eval_keeps_rows_and_resumes_without_redoing_a_question(tmp_path, ti
     assert again.exit_code != 0  # another model: its rows are not the stored ones, so it must load (and fails)
     assert runner.invoke(sim_app, [*args, "--limit", "2"]).exit_code == 0
     assert len(rows_file.read_text().splitlines()) == 4
+    # Rows made under other wording (or another documents grammar) are not this simulator's: redone.
+    monkeypatch.setitem(PRESETS, "zsl", replace(PRESETS["zsl"], version="zsl-reworded"))
+    assert runner.invoke(sim_app, [*args, "--limit", "1"]).exit_code == 0
+    assert len(rows_file.read_text().splitlines()) == 6

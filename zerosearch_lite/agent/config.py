@@ -25,7 +25,9 @@ Method = Literal["agent", "rag", "direct"]
 class AgentConfig(BaseModel):
     max_turns: int = Field(4, ge=1, le=32, description="Turns (policy generations) before the run is cut off.")
     max_tokens_per_turn: int = Field(
-        256, ge=8, le=8192, description="New tokens the policy may write per turn.",
+        256, ge=8, le=8192,
+        description="New tokens the policy may write per turn. The protocol grammar's caps are sized from it; a "
+        "constrained turn may run past it only as far as its longest well-formed turn at one token a character.",
         json_schema_extra=flag("--max-tokens-per-turn", "--max-tokens"),
     )
     max_context: int = Field(

@@ -64,7 +64,7 @@ class Agent:
             if cancelled():
                 traj.stop_reason = "cancelled"
                 break
-            if not fits_context(self.policy, traj, cfg):
+            if not fits_context(self.policy, traj, cfg, constrained=self.constrained):
                 traj.stop_reason = "context_limit"
                 break
             params = turn_params(cfg, turn, len(traj.searches), constrained=self.constrained,

@@ -151,12 +151,23 @@ def protocol_grammar(
     )
 
 
+# What a turn writes besides its think and query text: the tags, the newline, the query's optional space.
+TURN_FIXED_CHARS = len("<think>") + len("</think>\n") + len("<search>") + len("</search>") + 1
+
+
 def turn_limits(max_tokens: int) -> tuple[int, int]:
-    """(think characters, query characters) that let a turn close within `max_tokens` (about 4 characters a
-    token, ~30 tokens of tags)."""
+    """(think characters, query characters) of a turn budgeted `max_tokens` new tokens, sized for prose
+    (about 4 characters a token, ~30 tokens of tags), so that the caps, not the budget, end a normal turn."""
     room = max(max_tokens - 30, 8) * 4
     query = min(80, max(16, room // 3))
     return min(240, max(16, room - query)), query
+
+
+def turn_token_bound(max_tokens: int) -> int:
+    """New tokens that let the longest turn `turn_grammar(max_tokens)` allows always close: one token a
+    character (a token of ASCII text holds at least one, and SmolLM2 writes a run of digits a token a
+    digit), and never less than `max_tokens`."""
+    return max(max_tokens, TURN_FIXED_CHARS + sum(turn_limits(max_tokens)))
 
 
 def turn_grammar(max_tokens: int, allow_search: bool = True, allow_answer: bool = True) -> str:

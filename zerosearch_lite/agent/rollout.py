@@ -132,7 +132,7 @@ class Rollout:
         for turn in range(self.config.max_turns):
             active = [s for s in slots if not s.done]
             for slot in active:
-                if not fits_context(self.policy, slot.traj, self.config):
+                if not fits_context(self.policy, slot.traj, self.config, constrained=self.constrained):
                     slot.traj.stop_reason, slot.done = "context_limit", True
             active = [s for s in active if not s.done]
             if not active or self.stopped():

@@ -23,6 +23,7 @@ from .protocol import (
     parse_turn,
     render_information,
     turn_grammar,
+    turn_token_bound,
 )
 from .types import Answer, Invalid, Search, Segment, Step, Trajectory, Usage
 
@@ -75,13 +76,20 @@ def turn_rules(config: AgentConfig, turn: int, searches: int, method: Method = "
     return not last_turn, last_turn or searches >= config.min_searches
 
 
+def turn_max_tokens(config: AgentConfig, constrained: bool) -> int:
+    """New tokens one turn may take: `max_tokens_per_turn`, or under the grammar what lets its longest turn
+    close (`protocol.turn_token_bound`): a grammar bounds characters, so the budget outlasts it and a
+    degenerate turn of one-character tokens is never cut before its closing tag. Prose ends far sooner."""
+    return turn_token_bound(config.max_tokens_per_turn) if constrained else config.max_tokens_per_turn
+
+
 def turn_params(config: AgentConfig, turn: int, searches: int, *, method: Method = "agent",
                 constrained: bool = False, seed: int | None = None) -> SamplingParams:
     """Sampling parameters of one turn. `constrained`: decode under the protocol grammar of this turn's rules,
-    sized so the turn can close within its token budget (every local backend enforces it; servers that take
-    grammars are sent it)."""
+    its caps sized from `max_tokens_per_turn` (every local backend enforces it; servers that take grammars
+    are sent it)."""
     params = SamplingParams(
-        max_tokens=config.max_tokens_per_turn, temperature=config.temperature, top_p=config.top_p,
+        max_tokens=turn_max_tokens(config, constrained), temperature=config.temperature, top_p=config.top_p,
         stop=list(STOP_SEQUENCES), seed=None if seed is None else seed + turn,
     )
     if constrained:
@@ -90,10 +98,10 @@ def turn_params(config: AgentConfig, turn: int, searches: int, *, method: Method
     return params
 
 
-def fits_context(policy: GenerationBackend, traj: Trajectory, config: AgentConfig) -> bool:
+def fits_context(policy: GenerationBackend, traj: Trajectory, config: AgentConfig, *, constrained: bool) -> bool:
     """Whether one more turn fits the context (else the run ends with `context_limit`)."""
     limit = min(config.max_context, policy.context_size)
-    return transcript_tokens(policy, traj) + config.max_tokens_per_turn <= limit
+    return transcript_tokens(policy, traj) + turn_max_tokens(config, constrained) <= limit
 
 
 def apply_turn(policy: GenerationBackend, traj: Trajectory, completion: Completion, *, config: AgentConfig,

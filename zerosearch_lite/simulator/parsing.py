@@ -26,14 +26,22 @@ class ParsedDocs:
 
 
 def split_title(raw: str) -> tuple[str, str]:
-    """Split `(Title) text`, `"Title"\\ntext` or a short `Title: text` prefix from a document."""
+    """Split `(Title) text`, `"Title"\\ntext` or a short `Title: text` prefix from a document. A prefix is a
+    title only when the text after it is a document of `MIN_WORDS` words; otherwise the whole is the text."""
     raw = raw.strip()
+    for title, body in _title_candidates(raw):
+        if len(body.split()) >= MIN_WORDS:
+            return title, body
+    return "", _one_line(raw)
+
+
+def _title_candidates(raw: str):
     for pattern in (QUOTED_TITLE, PAREN_TITLE):
         if m := pattern.match(raw):
-            return m.group(1).strip(), _one_line(m.group(2))
+            yield m.group(1).strip(), _one_line(m.group(2))
+            return
     if (m := COLON_TITLE.match(raw)) and len(m.group(1).split()) <= 8:
-        return m.group(1).strip(" *"), _one_line(m.group(2))
-    return "", _one_line(raw)
+        yield m.group(1).strip(" *"), _one_line(m.group(2))
 
 
 def _one_line(text: str) -> str:

@@ -27,7 +27,7 @@ from ..models.backends.base import GenerationBackend, SamplingParams
 from .cache import CacheKey, DocumentCache, context_key, normalize_query
 from .engine import SearchEngine
 from .parsing import ParsedDocs, parse_documents
-from .prompts import documents_grammar, documents_token_budget, get_preset
+from .prompts import documents_grammar, documents_token_budget, get_preset, output_version
 from .types import Doc, Mode, SearchContext, SearchResult
 
 GuardMode = Literal["off", "drop", "retry"]
@@ -101,7 +101,7 @@ class SimulatedSearchEngine(SearchEngine):
             self.backend.close()
 
     def _key(self, query: str, k: int, mode: Mode, context: SearchContext | None) -> CacheKey:
-        version = self.preset.version + ("+grammar" if self.structured else "")
+        version = output_version(self.preset, self.structured)
         if self.guard.active(context):
             version += self.guard.tag
         return CacheKey(self.backend.model_id, version, mode, normalize_query(query), k, context_key(context))

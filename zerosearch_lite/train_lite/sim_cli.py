@@ -95,6 +95,7 @@ def eval_command(config: SimEvalConfig) -> None:
 
     from ..evaluation.datasets import load_qa
     from ..models.loading import load_backend
+    from ..simulator.prompts import get_preset, output_version
     from ..simulator.simulated import SimulatedSearchEngine
     from .jsonl import JsonlWriter, read_records
     from .sim_eval import QuestionRow, evaluate_rows, summarize
@@ -115,7 +116,7 @@ def eval_command(config: SimEvalConfig) -> None:
 
     def setting(row: tuple[str, str, str | None], mode: str) -> str:  # what must match for a stored row to be reused
         label, model_name, adapter_dir = row
-        options = f"{cfg.backend}|{cfg.preset}|k={cfg.k}|{'structured' if cfg.structured else 'free'}"
+        options = f"{cfg.backend}|{output_version(get_preset(cfg.preset), cfg.structured)}|k={cfg.k}"
         return f"{label}|{model_name}|{adapter_dir or ''}|{options}|guard={mode}" + \
             (f"/{cfg.guard_attempts}" if mode != "off" else "")
 

@@ -49,6 +49,7 @@ RETRY_STATUSES = frozenset({408, 429, 502, 503, 504})
 RETRY_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError,
                 httpx.WriteError)
 MAX_RETRY_AFTER = 30.0  # a server's Retry-After beyond this is not waited for
+ADDED_PROMPT_TOKENS = 8  # tokens a server may add to a text prompt (BOS and the like)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -208,6 +209,7 @@ class OpenAIBackend(GenerationBackend):
         self.supports_grammar = send_grammar
         self._one_choice_per_request = False  # learnt on the first `n` > 1 request
         self._lock = threading.Lock()
+        self.reported_context: int | None = None  # the server's context window, when it says (vLLM)
         self.base_model = model or self._first_model()
         self.adapter: str | None = None  # the runtime LoRA adapter requests run under (vLLM)
         self._loaded_adapters: list[str] = []
@@ -224,7 +226,7 @@ class OpenAIBackend(GenerationBackend):
         if entry is None:
             return "default"
         if entry.max_model_len:
-            self.context_size = entry.max_model_len
+            self.context_size = self.reported_context = entry.max_model_len
         return entry.id
 
     def _use(self, adapter: str | None) -> None:
@@ -241,7 +243,7 @@ class OpenAIBackend(GenerationBackend):
         body: dict[str, Any] = {
             "model": self.model,
             "prompt": prompt,  # a token id list is the API's "array of tokens" prompt
-            "max_tokens": params.max_tokens,
+            "max_tokens": self._fitted_max_tokens(prompt, params.max_tokens),
             "temperature": params.temperature,
             "top_p": params.top_p,
             "n": params.n,
@@ -266,6 +268,18 @@ class OpenAIBackend(GenerationBackend):
         if stream:
             body["stream_options"] = {"include_usage": True}  # vLLM sends usage only when asked
         return body
+
+    def _fitted_max_tokens(self, prompt: str | list[int], max_tokens: int) -> int:
+        """`max_tokens` cut so that prompt and completion fit the server's reported context window: vLLM
+        refuses a request that asks for more, where the local backends clamp. A text prompt holds at most
+        as many tokens as UTF-8 bytes (a token of a byte-level or byte-fallback vocabulary spans at least
+        one), plus what the server adds. Left as it is when the server reports no window, or when by that
+        bound nothing would fit (the server then says what is wrong)."""
+        if not self.reported_context:
+            return max_tokens
+        bound = len(prompt) if isinstance(prompt, list) else len(prompt.encode()) + ADDED_PROMPT_TOKENS
+        room = self.reported_context - bound
+        return min(max_tokens, room) if room > 0 else max_tokens
 
     def _network_error(self, url: str, exc: httpx.HTTPError, attempts: int = 1) -> ZslError:
         if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
