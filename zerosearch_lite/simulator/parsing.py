@@ -29,19 +29,19 @@ def split_title(raw: str) -> tuple[str, str]:
     """Split `(Title) text`, `"Title"\\ntext` or a short `Title: text` prefix from a document. A prefix is a
     title only when the text after it is a document of `MIN_WORDS` words; otherwise the whole is the text."""
     raw = raw.strip()
-    for title, body in _title_candidates(raw):
-        if len(body.split()) >= MIN_WORDS:
-            return title, body
+    split = _prefix_split(raw)
+    if split is not None and len(split[1].split()) >= MIN_WORDS:
+        return split
     return "", _one_line(raw)
 
 
-def _title_candidates(raw: str):
+def _prefix_split(raw: str) -> tuple[str, str] | None:
     for pattern in (QUOTED_TITLE, PAREN_TITLE):
         if m := pattern.match(raw):
-            yield m.group(1).strip(), _one_line(m.group(2))
-            return
+            return m.group(1).strip(), _one_line(m.group(2))
     if (m := COLON_TITLE.match(raw)) and len(m.group(1).split()) <= 8:
-        yield m.group(1).strip(" *"), _one_line(m.group(2))
+        return m.group(1).strip(" *"), _one_line(m.group(2))
+    return None
 
 
 def _one_line(text: str) -> str:
