@@ -1,8 +1,8 @@
-"""Retrieval quality of BM25, dense and hybrid on the 53 HotpotQA questions over the shared 1,521-passage
+"""Retrieval quality of BM25, dense and hybrid on the 53 HotpotQA questions over the 1,521-passage
 corpus: supporting-title recall@k (share of all supporting titles found in the top k) and answer-in-top-k
 (a normalized gold answer occurs in the normalized top-k passages), side by side.
 
-    python bench/retrieval_quality.py [--k 5] [--embedding-model embedded] [--data-dir ../shared/data]
+    python bench/retrieval_quality.py [--k 5] [--embedding-model embedded] [--data-dir data]
 
 Indexes are built under $ZSL_HOME (a temporary home unless ZSL_HOME is set).
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DEFAULT_DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def main() -> None:

@@ -5,9 +5,14 @@ simulator (llama.cpp), differing only in the cache of the simulated engine. A ba
 prompts the simulator actually generates for; the trainer's metrics give the searches of each step.
 
     python bench/semantic_cache_grpo.py [--steps 3] [--questions 1] [--group-size 4] [--threshold 0.9]
+    python bench/semantic_cache_grpo.py --data runs/grpo-learning/data/towns_qa.jsonl \
+        --policy-adapter runs/grpo-learning/run/adapter      # a policy whose queries have converged
 
 The same `--questions` questions come back every step (as epochs over a small set, or the recycle pool,
-bring them back), so both in-step and cross-step reuse show. Turns and tokens are cut for a CPU.
+bring them back), so both in-step and cross-step reuse show. Turns and tokens are cut for a CPU. With
+`--policy-adapter` (a peft folder a GRPO run saved) the adapter is merged into the policy before the run
+starts, so the rollouts are those of a trained policy, whose queries for one question have converged: the
+case a semantic cache exists for.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DEFAULT_DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 class CountingBackend:
@@ -37,6 +42,18 @@ class CountingBackend:
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
+
+
+def trained_policy(adapter: Path):
+    """The embedded policy with a GRPO adapter merged in (the run then trains a fresh LoRA on top)."""
+    from peft import PeftModel
+
+    from zerosearch_lite.models.spec import resolve_model
+    from zerosearch_lite.train_lite.modeling import load_base, load_tokenizer
+
+    model = resolve_model("embedded")
+    merged = PeftModel.from_pretrained(load_base(model), str(adapter)).merge_and_unload()
+    return merged, load_tokenizer(model)
 
 
 def run(kind: str, args, data: Path, work: Path) -> tuple[list[dict], dict]:
@@ -55,7 +72,8 @@ def run(kind: str, args, data: Path, work: Path) -> tuple[list[dict], dict]:
                                                    "max_tokens_per_turn": args.max_tokens})
     cfg = GRPOConfig(data=str(data), out=str(out), steps=args.steps, batch_questions=args.questions,
                      group_size=args.group_size, agent=agent, seed=0)
-    trainer = build_trainer(cfg, resume=False, engine=engine)
+    model, tokenizer = trained_policy(args.policy_adapter) if args.policy_adapter else (None, None)
+    trainer = build_trainer(cfg, resume=False, engine=engine, model=model, tokenizer=tokenizer)
     calls: list[int] = []
     trainer.train(on_step=lambda row: calls.append(backend.prompts - sum(calls)))
     rows = []
@@ -74,15 +92,20 @@ def main() -> None:
     parser.add_argument("--max-turns", type=int, default=2, help="policy turns per rollout (1 search + answer)")
     parser.add_argument("--max-tokens", type=int, default=64, help="policy tokens per turn")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data", type=Path, help="QA JSONL to draw the questions from (default: the "
+                        "HotpotQA sample in --data-dir)")
+    parser.add_argument("--policy-adapter", type=Path, help="peft folder of a GRPO run, merged into the policy")
     args = parser.parse_args()
     os.environ.setdefault("ZSL_HOME", tempfile.mkdtemp(prefix="zsl-bench-"))
     work = Path(tempfile.mkdtemp(prefix="zsl-semcache-"))
     data = work / "questions.jsonl"
-    lines = (args.data_dir / "hotpot_dev_sample.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    source = args.data or args.data_dir / "hotpot_dev_sample.jsonl"
+    lines = source.read_text(encoding="utf-8").splitlines(keepends=True)
     data.write_text("".join(lines[:args.questions]), encoding="utf-8")
 
     results = {kind: run(kind, args, data, work) for kind in ("exact", "semantic")}
-    table = Table(title=f"GRPO, embedded policy + simulator, {args.questions} question(s) x G {args.group_size}, "
+    policy = f"embedded + {args.policy_adapter}" if args.policy_adapter else "embedded"
+    table = Table(title=f"GRPO, {policy} policy, embedded simulator, {args.questions} question(s) x G {args.group_size}, "
                         f"threshold {args.threshold}")
     for column in ("step", "searches", "sim calls exact", "sim calls semantic"):
         table.add_column(column, justify="right")

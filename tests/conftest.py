@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 DATA = Path(__file__).parent / "data"
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # beside the checkout, read-only
+REPO_DATA = Path(__file__).resolve().parents[1] / "data"  # the QA sets and corpus the project ships
 
 
 @pytest.fixture(autouse=True)

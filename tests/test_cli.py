@@ -170,3 +170,25 @@ def test_dense_and_hybrid_search_work_offline_from_a_fresh_home(zsl_home):
         assert len(docs) == 3 and all(d["source"] == engine for d in docs)
         assert any("Derrickson" in d["title"] + d["text"] for d in docs)
     assert list((zsl_home / "embeddings" / "onnx").glob("*/model.onnx"))  # converted once, kept
+
+
+@pytest.mark.parametrize("question", ["", "   ", "\n\t"])
+def test_ask_refuses_a_blank_question_before_loading_a_model(question, monkeypatch):
+    from typer.testing import CliRunner
+
+    from zerosearch_lite.agent import session
+    from zerosearch_lite.cli import app
+    from zerosearch_lite.errors import ZslError
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(session, "open_agent", no_model)
+    result = CliRunner().invoke(app, ["ask", question])
+    assert isinstance(result.exception, ZslError) and str(result.exception) == "the question is empty"
+
+
+def test_history_search_takes_any_text(zsl_home):
+    for text in ('"', '""'):
+        result = run_zsl("history", "--search", text)
+        assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr

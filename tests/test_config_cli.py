@@ -118,6 +118,40 @@ def test_resume_refuses_flags_that_would_change_the_run(tmp_path):
     assert isinstance(result.exception, ZslError) and "--steps cannot change a saved run" in str(result.exception)
 
 
+def test_a_config_file_cannot_set_what_the_command_leaves_out(tmp_path, monkeypatch):
+    """Fields a command excludes from its options are refused in a file too, unless at their default (a run
+    folder's config.json holds every field)."""
+    from zerosearch_lite.train_lite import grpo
+    from zerosearch_lite.train_lite.grpo_config import GRPOConfig
+
+    built = []
+    monkeypatch.setattr(grpo, "build_trainer", lambda cfg, resume: built.append(cfg) or (_ for _ in ()).throw(
+        ZslError("stop here")))
+    config = tmp_path / "run.toml"
+    cases = [(["train", "grpo"], "[policy]\nadapter = 'x'", "policy.adapter"),
+             (["train", "grpo"], "[policy]\nbackend = 'llama.cpp'", "policy.backend"),
+             (["train", "grpo"], "[agent]\nseed = 7", "agent.seed"),
+             (["train", "grpo"], "[agent]\nsearch_mode = 'noisy'", "agent.search_mode"),
+             (["sim", "collect"], "[engine]\nkind = 'corpus'\nguard = 'drop'", "engine.guard"),
+             (["sim", "collect"], "[engine]\nsimulator = 'other'", "engine.simulator"),
+             (["eval", "run"], "[engine]\nguard = 'retry'", "engine.guard")]
+    for command, table, key in cases:
+        data = "['qa.jsonl']" if command[0] == "eval" else "'qa.jsonl'"
+        config.write_text(f"data = {data}\nout = 'x'\n{table}\n")
+        result = CliRunner().invoke(app, [*command, "--config", str(config)])
+        assert str(result.exception) == f"{key!r} in {config} is not a setting of `zsl {' '.join(command)}`"
+    assert not built
+    run = tmp_path / "run"  # a run's own config.json: every field, the excluded ones at their defaults
+    run.mkdir()
+    (run / "config.json").write_text(GRPOConfig(data="qa.jsonl", out=str(run)).model_dump_json(indent=2))
+    result = CliRunner().invoke(app, ["train", "grpo", "--config", str(run / "config.json"), "--steps", "3"])
+    assert str(result.exception) == "stop here" and built[-1].steps == 3
+    shipped = ROOT / "runs" / "grpo-learning-1201" / "run" / "config.json"
+    if shipped.is_file():  # a real run folder, where the checkout has one
+        result = CliRunner().invoke(app, ["train", "grpo", "--config", str(shipped)])
+        assert str(result.exception) == "stop here"
+
+
 CONFIG_COMMANDS = {"collect": "sim collect", "sft": "sim sft", "grpo": "train grpo", "eval": "eval run"}
 
 

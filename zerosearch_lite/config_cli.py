@@ -24,6 +24,7 @@ import annotated_types
 import typer
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
+from pydantic_core import to_jsonable_python
 
 from .errors import ZslError, first_problem
 
@@ -164,6 +165,43 @@ def unknown_keys(model: type[BaseModel], data: dict[str, Any], prefix: str = "")
             yield from unknown_keys(sub, value, f"{prefix}{key}.")
 
 
+def field_default(model: type[BaseModel], path: tuple[str, ...]) -> Any:
+    """The value `model` gives the field at `path` when no file or flag sets it: taken from the nested config's
+    default instance where there is one (a command family's own defaults), else the field's own default."""
+    value: Any = None
+    cls: type[BaseModel] | None = model
+    for depth, name in enumerate(path):
+        field = cls.model_fields.get(name) if cls is not None else None
+        if field is None:
+            return None
+        if depth and isinstance(value, BaseModel):
+            value = getattr(value, name)
+        else:
+            value = None if field.is_required() else field.get_default(call_default_factory=True)
+        cls = _submodel(field.annotation)
+    return value
+
+
+def excluded_keys(model: type[BaseModel], options: list[ConfigOption], data: dict[str, Any]) -> Iterator[str]:
+    """Dotted names of settings in `data` that are fields of `model` but not options of the command (the paths
+    it excludes), unless set to the value the command uses anyway: a run folder's config.json holds every
+    field, the excluded ones at their defaults, and must still load as a `--config`."""
+    covered = {o.path[:n] for o in options for n in range(1, len(o.path) + 1)}  # options and their configs
+
+    def walk(cls: type[BaseModel], node: dict[str, Any], prefix: tuple[str, ...]) -> Iterator[str]:
+        for key, value in node.items():
+            path, field = (*prefix, key), cls.model_fields.get(key)
+            sub = _submodel(field.annotation) if field is not None else None
+            if sub is not None and isinstance(value, dict):
+                yield from walk(sub, value, path)
+            elif field is not None and path not in covered:  # unknown keys are unknown_keys' to report
+                default = field_default(model, path)
+                if value != default and value != to_jsonable_python(default):
+                    yield ".".join(path)
+
+    yield from walk(model, data, ())
+
+
 def validation_error(exc: ValidationError, *, flags: dict[tuple, str] | None = None) -> ZslError:
     """`invalid --flag: reason` for the first problem of a config's validation error."""
     return ZslError(f"invalid {first_problem(exc, names=flags, default='value')}")
@@ -178,10 +216,11 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> None:
 
 
 def build_config(model: type[BaseModel], options: list[ConfigOption], given: dict[str, Any],
-                 config_file: str | Path | None = None) -> BaseModel:
+                 config_file: str | Path | None = None, command: str | None = None) -> BaseModel:
     """`model` from the command family's defaults, then a config file's values, then the flags in `given`
     (option param → value). Starting from the family's defaults keeps a nested config's values those of the
-    command (GRPO's agent takes 3 turns) even when a file or a flag sets only some of its fields."""
+    command (GRPO's agent takes 3 turns) even when a file or a flag sets only some of its fields. A file may
+    not set a field that is not one of `options` (`command`, e.g. `zsl train grpo`, names who refuses it)."""
     data: dict[str, Any] = {}
     for option in options:
         if option.default is not None:
@@ -194,6 +233,9 @@ def build_config(model: type[BaseModel], options: list[ConfigOption], given: dic
         unknown = list(unknown_keys(model, loaded))
         if unknown:
             raise ZslError(f"unknown setting {unknown[0]!r} in {config_file}")
+        excluded = next(excluded_keys(model, options, loaded), None)
+        if excluded is not None:
+            raise ZslError(f"{excluded!r} in {config_file} is not a setting of `{command or 'this command'}`")
         _merge(data, loaded)
     for option in options:
         if option.param in given:
@@ -239,7 +281,8 @@ def config_command(model: type[BaseModel], *, exclude: tuple[str, ...] = (), def
                     first = next((o.flag for o in options if o.param in given), "--config")
                     raise ZslError(f"{first} cannot change a saved run's settings ({saved}); drop it")
                 config_file = saved
-            return func(config=build_config(model, options, given, config_file), **kwargs)
+            name = "zsl " + " ".join(ctx.command_path.split()[1:])
+            return func(config=build_config(model, options, given, config_file, name), **kwargs)
 
         kw = inspect.Parameter.KEYWORD_ONLY
         parameters = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]

@@ -36,3 +36,13 @@ def test_migrations_applied_once(tmp_path):
     SessionStore(path)
     names = [r[0] for r in sqlite3.connect(path).execute("select name from _migrations")]
     assert names == ["m001_sessions"]
+
+
+def test_search_takes_any_text_as_words_to_find(tmp_path):
+    store = SessionStore(tmp_path / "s.db")
+    sid = store.save([trajectory('"Mary" Shelley')], vote(['"Mary" Shelley']), policy="p", engine="e", seconds=1.0)
+    for text in ('"', '""', '"mary', 'shelley"', "wrote AND", "NOT", "frank*", "(", "who: wrote", "  "):
+        store.list(query=text)  # FTS5 query syntax in the text is no error
+    assert [r.id for r in store.list(query='"mary" shelley')] == [sid]
+    assert [r.id for r in store.list(query="WHO wrote")] == [sid]
+    assert store.list(query="NOT") == [] and store.list(query="shelley nothing-like-this") == []

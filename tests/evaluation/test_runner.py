@@ -75,7 +75,8 @@ def test_samples_give_pass_at_k_and_majority_at_k_and_a_coverage_plot(tmp_path):
     report = run_eval(cfg, policy=policy).report
     entry = report["datasets"][0]
     assert [p["mean"] for p in entry["pass_at_k"]["strict_em"]] == pytest.approx([0.5, 5 / 6, 1.0, 1.0], abs=1e-4)
-    assert [p["mean"] for p in entry["majority_at_k"]["strict_em"]] == [0.5, 0.5, 0.5, 0.5]  # 2 Paris, 2 Lyon
+    # majority@k at the k the report shows (1, 2, 4, …, n): 2 Paris, 2 Lyon
+    assert [(p["k"], p["mean"]) for p in entry["majority_at_k"]["strict_em"]] == [(1, 0.5), (2, 0.5), (4, 0.5)]
     assert entry["scores"]["strict_em"]["mean"] == 0.5
     assert (tmp_path / "run" / "coverage.png").stat().st_size > 1000
     assert "pass@4" in (tmp_path / "run" / "report.md").read_text()
@@ -129,6 +130,20 @@ def test_bad_qa_files_are_one_line_errors_and_write_nothing(tmp_path, content, m
     assert not (tmp_path / "run").exists()
 
 
+def test_one_data_file_may_be_given_as_a_string():
+    assert EvalConfig.model_validate({"data": "qa.jsonl"}).data == ["qa.jsonl"]
+
+
+def test_broken_rows_are_left_out_and_the_report_says_so(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    path.write_text(json.dumps(ROWS[0]) + "\n" + '{"id": "x", "question": "q?"}\n' + "{not json\n")
+    result = run_eval(config(tmp_path, path, method="direct"), policy=FakeBackend(default=scripted_policy))
+    assert result.report["average"]["questions"] == 1
+    assert len(result.notes) == 1 and "skipped 2 broken rows" in result.notes[0]
+    assert result.report["skipped_rows"] == result.notes
+    assert "Broken rows left out:** 1 questions from" in (tmp_path / "run" / "report.md").read_text()
+
+
 def test_parquet_layouts_search_r1_and_unknown(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -167,6 +182,33 @@ def test_compare_pairs_the_same_questions_and_reports_the_difference(tmp_path):
     assert "Δ +0.333" in render_comparison(result)
     with pytest.raises(ZslError, match="not an evaluation run"):
         compare_runs([tmp_path / "a", tmp_path])
+
+
+def test_compare_pairs_same_id_questions_of_two_files_apart_and_refuses_other_questions(tmp_path):
+    first = qa_file(tmp_path, [{"id": 0, "question": "Capital of France?", "golden_answers": ["Paris"],
+                                "data_source": "geo"}], "one.jsonl")
+    second = qa_file(tmp_path, [{"id": 0, "question": "Capital of Italy?", "golden_answers": ["Rome"],
+                                 "data_source": "geo"}], "two.jsonl")
+    both = {"data": [str(first), str(second)], "method": "direct"}
+    run_eval(config(tmp_path, first, **both, out=str(tmp_path / "a")), policy=FakeBackend(default="<answer>Rome</answer>"))
+    run_eval(config(tmp_path, first, **both, out=str(tmp_path / "b")), policy=FakeBackend(default=scripted_policy))
+    strict = next(r for r in compare_runs([tmp_path / "a", tmp_path / "b"])["rows"] if r["metric"] == "strict_em")
+    assert strict["questions"] == 2  # one id in two files: two questions, not one averaged pair
+    assert [run["mean"] for run in strict["runs"]] == pytest.approx([0.5, 1.0], abs=1e-4)
+    run_eval(config(tmp_path, second, method="direct", out=str(tmp_path / "c")), policy=FakeBackend(default=scripted_policy))
+    with pytest.raises(ZslError, match="differs between"):
+        compare_runs([tmp_path / "a", tmp_path / "c"])
+
+
+def test_reading_predictions_leaves_a_live_run_file_alone(tmp_path):
+    run_eval(config(tmp_path, qa_file(tmp_path, ROWS[:1]), method="direct"), policy=FakeBackend(default=scripted_policy))
+    path = tmp_path / "run" / "predictions.jsonl"
+    with path.open("a") as handle:  # another question's unit, half appended by a running evaluation
+        handle.write(json.dumps({"unit": 1, "unit_rows": 2, "index": 1}) + "\n")
+    before = path.read_bytes()
+    assert len(read_predictions(tmp_path / "run")) == 1
+    compare_runs([tmp_path / "run", tmp_path / "run"])
+    assert path.read_bytes() == before
 
 
 def report_without_timings(path) -> dict:

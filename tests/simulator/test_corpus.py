@@ -1,6 +1,7 @@
 """The BM25 corpus engine on the HotpotQA slice: gold passages found, index saved and reloaded, bad files."""
 
 import json
+import os
 import shutil
 
 import bm25s
@@ -95,6 +96,37 @@ def test_changed_corpus_or_damaged_index_is_rebuilt(tmp_path):
     (tmp_path / "idx" / "data.csc.index.npy").write_bytes(b"damaged")
     assert not CorpusSearchEngine(corpus, index_dir=tmp_path / "idx").loaded_from_disk
     assert CorpusSearchEngine(corpus, index_dir=tmp_path / "idx").loaded_from_disk
+
+
+def edit_in_place(path, old: str, new: str) -> None:
+    """A same-size edit that keeps the modification time, as `cp -p` or `rsync -a` leave a file."""
+    stat = path.stat()
+    text = path.read_text(encoding="utf-8").replace(old, new)
+    assert len(text.encode()) == stat.st_size
+    path.write_text(text, encoding="utf-8")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_a_same_size_edit_with_the_old_mtime_is_rebuilt(tmp_path):
+    corpus = tmp_path / "c.jsonl"
+    shutil.copy(CORPUS, corpus)
+    first = CorpusSearchEngine(corpus, index_dir=tmp_path / "idx")
+    assert first.search(["Zorrickson"], 1) == [[]]
+    edit_in_place(corpus, "Derrickson", "Zorrickson")
+    edited = CorpusSearchEngine(corpus, index_dir=tmp_path / "idx")
+    assert not edited.loaded_from_disk and edited.fingerprint != first.fingerprint
+    assert "Scott Zorrickson" in {doc.title for doc in edited.search(["Zorrickson"], 5)[0]}
+    assert CorpusSearchEngine(corpus, index_dir=tmp_path / "idx").loaded_from_disk
+
+
+def test_an_index_saved_under_an_older_fingerprint_is_rebuilt(tmp_path):
+    first = CorpusSearchEngine(CORPUS, index_dir=tmp_path / "idx")
+    meta_file = tmp_path / "idx" / "zsl_index.json"
+    meta = json.loads(meta_file.read_text())
+    meta_file.write_text(json.dumps(meta | {"fingerprint": "0123456789ab"}))  # a size+mtime key
+    again = CorpusSearchEngine(CORPUS, index_dir=tmp_path / "idx")
+    assert not again.loaded_from_disk and again.warnings == []
+    assert again.retrieve(["Ed Wood"], 3) == first.retrieve(["Ed Wood"], 3)
 
 
 def test_index_dir_holding_other_files_is_refused(tmp_path):

@@ -1,8 +1,14 @@
 """The dense engine: finds passages by meaning, index round trip, damaged index, changed corpus,
 resumable build, the ANN path past its size, and one-line refusals."""
 
+import errno
 import json
+import os
 import shutil
+import subprocess
+import sys
+import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -104,6 +110,29 @@ def test_a_corpus_changed_after_indexing_is_detected(corpus, embedder):
     assert titles(changed, "an island near Tanzania")[0] == "Zanzibar"
 
 
+def test_a_same_size_edit_with_the_old_mtime_is_detected(corpus, embedder):
+    DenseSearchEngine(corpus, embedder=embedder)
+    stat = corpus.stat()
+    text = corpus.read_text(encoding="utf-8").replace("Derrickson", "Kubrickson")
+    assert len(text.encode()) == stat.st_size
+    corpus.write_text(text, encoding="utf-8")
+    os.utime(corpus, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # as `cp -p` or `rsync -a` leave it
+    changed = DenseSearchEngine(corpus, embedder=embedder)
+    assert not changed.loaded_from_disk and "changed since it was indexed" in changed.warnings[0]
+    fresh = DenseSearchEngine(corpus, embedder=embedder, index_dir=changed.index_path.parent / "fresh")
+    assert np.array_equal(changed.index.vectors, fresh.index.vectors)
+
+
+def test_an_index_of_an_older_format_is_rebuilt_quietly(corpus, embedder):
+    built = DenseSearchEngine(corpus, embedder=embedder)
+    meta_file = built.index_path / "zsl_index.json"
+    meta = json.loads(meta_file.read_text())
+    meta_file.write_text(json.dumps(meta | {"format": 1, "fingerprint": "0123456789ab"}))  # a size+mtime key
+    again = DenseSearchEngine(corpus, embedder=embedder)
+    assert not again.loaded_from_disk and again.warnings == []
+    assert again.retrieve(["Ed Wood film"], 3) == built.retrieve(["Ed Wood film"], 3)
+
+
 def test_an_interrupted_build_resumes_from_its_saved_chunks(corpus, embedder, monkeypatch):
     options = DenseOptions(chunk_passages=8)
 
@@ -126,6 +155,54 @@ def test_an_interrupted_build_resumes_from_its_saved_chunks(corpus, embedder, mo
     fresh = DenseSearchEngine(corpus, embedder=embedder, index_dir=resumed.index_path.parent / "fresh")
     assert np.array_equal(resumed.index.vectors, fresh.index.vectors)
     assert not list(resumed.index_path.parent.glob(".*partial"))  # chunks dropped once the index is saved
+
+
+BUILD_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    import numpy as np
+    from zerosearch_lite.simulator.dense_index import build_index
+
+    meta = {"format": 1, "kind": "dense", "fingerprint": "x", "doc_count": 64, "dim": 4, "ann": None}
+    encoded = []
+
+    def encode(texts, report):
+        encoded.append(len(texts))
+        time.sleep(0.03)
+        vectors = np.random.default_rng(len(encoded)).random((len(texts), 4)).astype(np.float32)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    while time.time() < float(sys.argv[2]):  # start together
+        time.sleep(0.001)
+    index = build_index(Path(sys.argv[1]), meta, [f"t{i}" for i in range(64)], encode, chunk_size=8, use_ann=False)
+    print(len(index), len(encoded))
+    """
+)
+
+
+def test_concurrent_builds_of_one_index_build_it_once_and_all_succeed(tmp_path):
+    start = time.time() + 2.0
+    processes = [subprocess.Popen([sys.executable, "-c", BUILD_SCRIPT, str(tmp_path / "idx"), str(start)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outputs = [process.communicate(timeout=60) for process in processes]
+    assert [process.returncode for process in processes] == [0] * 4, [err for _, err in outputs]
+    counts = sorted(tuple(map(int, out.split())) for out, _ in outputs)
+    assert counts == [(64, 0), (64, 0), (64, 0), (64, 8)]  # one process embedded, the others loaded its index
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".idx.lock", "idx"]
+
+
+def test_a_disk_error_while_building_is_a_one_line_warning_and_the_engine_works(corpus, embedder, monkeypatch):
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(dense_index.np, "save", disk_full)
+        engine = DenseSearchEngine(corpus, embedder=embedder)
+    assert not engine.loaded_from_disk and len(engine.warnings) == 1
+    assert engine.warnings[0] == f"could not save the dense index to {engine.index_path}: No space left on device"
+    assert titles(engine, "Scott Derrickson")[0] == "Scott Derrickson"
+    assert not DenseSearchEngine(corpus, embedder=embedder).loaded_from_disk  # nothing half-saved loads
 
 
 def test_past_the_ann_threshold_search_goes_through_usearch(corpus, embedder, tmp_path):

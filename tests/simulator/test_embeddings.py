@@ -2,6 +2,7 @@
 a disagreeing export is refused, prefixes follow the model, and query time imports no torch."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -144,3 +145,62 @@ def test_query_time_imports_no_torch(minilm):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def _damaged_copy(minilm: Path, folder: Path) -> Path:
+    """A converted model copied elsewhere (tokenizer and recorded settings intact) whose model.onnx broke."""
+    folder.mkdir(parents=True)
+    for name in ("tokenizer.json", SETTINGS_FILE):
+        shutil.copy(minilm / name, folder / name)
+    (folder / "model.onnx").write_bytes(b"truncated by a bad copy")
+    return folder
+
+
+def test_a_damaged_converted_copy_outside_the_cache_is_refused_and_left_alone(minilm, tmp_path):
+    copy = _damaged_copy(minilm, tmp_path / "my-models" / "minilm-onnx")
+    (copy / "notes.txt").write_text("mine")
+    with pytest.raises(ZslError, match="model.onnx") as info:
+        OnnxEmbedder(EmbeddingOptions(model=str(copy)))
+    assert "\n" not in str(info.value) and str(copy / "model.onnx") in str(info.value)
+    assert sorted(p.name for p in copy.iterdir()) == sorted(
+        ["model.onnx", "notes.txt", "tokenizer.json", SETTINGS_FILE])
+
+
+def test_a_damaged_export_in_the_conversion_cache_is_converted_again(minilm, monkeypatch, zsl_home):
+    def copy_of_the_good_export(folder, target, settings):
+        for name in ("model.onnx", "tokenizer.json", SETTINGS_FILE):
+            shutil.copy(minilm / name, target / name)
+        record = json.loads((target / SETTINGS_FILE).read_text()) | {"model_id": settings.model_id}
+        (target / SETTINGS_FILE).write_text(json.dumps(record))
+
+    monkeypatch.setattr(onnx_export, "export_checked", copy_of_the_good_export)
+    cached = resolve_embedding_model("embedded").onnx_path
+    assert cached.is_relative_to(zsl_home / "embeddings" / "onnx")
+    cached.write_bytes(b"damaged by a disk error")
+    embedder = OnnxEmbedder(EmbeddingOptions(model="embedded"))
+    assert embedder.files.onnx_path == cached and embedder.encode(["x"]).shape == (1, 384)
+
+
+@pytest.mark.parametrize("layout", ["onnx/model.onnx", "model.onnx"])
+def test_an_e5_model_given_as_an_onnx_file_keeps_its_prefixes(tmp_path, layout):
+    folder = tmp_path / "e5-small-v2"
+    onnx_path = folder / layout
+    onnx_path.parent.mkdir(parents=True, exist_ok=True)
+    onnx_path.write_bytes(b"an onnx graph")  # resolution reads names and config files, not the graph
+    (folder / "tokenizer.json").write_text("{}")
+    settings = resolve_embedding_model(str(onnx_path)).settings
+    assert (settings.query_prefix, settings.passage_prefix) == ("query: ", "passage: ")
+    plain = tmp_path / "minilm" / "onnx" / "model.onnx"
+    plain.parent.mkdir(parents=True)
+    plain.write_bytes(b"an onnx graph")
+    (plain.parent.parent / "tokenizer.json").write_text("{}")
+    assert resolve_embedding_model(str(plain)).settings.query_prefix == ""
+
+
+def test_max_length_is_capped_at_the_models_positions(minilm):
+    long_text = "word " * 1000
+    capped = OnnxEmbedder(EmbeddingOptions(model=str(minilm), max_length=1024))
+    assert capped.max_length == 512  # all-MiniLM-L6-v2's max_position_embeddings
+    exact = OnnxEmbedder(EmbeddingOptions(model=str(minilm), max_length=512))
+    assert np.allclose(capped.encode([long_text]), exact.encode([long_text]), atol=1e-6)
+    assert OnnxEmbedder(EmbeddingOptions(model=str(minilm), max_length=300)).max_length == 300

@@ -1,11 +1,16 @@
 """The semantic document cache: exact hits first, near-identical queries reuse documents only under the
 same model, prompt, mode, k and context, hits counted apart, vectors kept, and fewer simulator calls."""
 
+import hashlib
+import json
+import sqlite3
+
+import numpy as np
 import pytest
 from minilm import converted_minilm
 
 from zerosearch_lite.models.backends.fake import FakeBackend
-from zerosearch_lite.simulator.cache import CacheKey, DocumentCache
+from zerosearch_lite.simulator.cache import PK, CacheKey, DocumentCache
 from zerosearch_lite.simulator.embeddings import EmbeddingOptions, OnnxEmbedder
 from zerosearch_lite.simulator.factory import open_document_cache
 from zerosearch_lite.simulator.semantic_cache import SemanticDocumentCache
@@ -98,3 +103,37 @@ def test_open_document_cache_refuses_an_unknown_kind(tmp_path):
     with pytest.raises(ZslError, match="unknown cache 'fuzzy'"):
         open_document_cache(tmp_path / "c.db", kind="fuzzy")
     assert isinstance(open_document_cache(tmp_path / "c.db"), DocumentCache)
+
+
+class HashEmbedder:
+    """Deterministic unit vectors, one per multiset of characters (anagrams are near-duplicates): the
+    cache's SQL and bookkeeping, not the model, are under test here."""
+
+    model_id = "hash"
+
+    def encode_queries(self, texts):
+        seeds = [int(hashlib.sha1("".join(sorted(text)).encode()).hexdigest()[:8], 16) for text in texts]
+        rows = [np.random.default_rng(seed).standard_normal(8) for seed in seeds]
+        vectors = np.array(rows, dtype=np.float32).reshape(len(texts), 8)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_a_group_larger_than_sqlites_variable_limit_is_read_in_chunks(tmp_path):
+    exact = DocumentCache(tmp_path / "c.db")
+    exact.db.conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)  # SQLite's default before 3.32
+    row = {"docs": json.dumps([DOCS[0].to_dict()]), "hits": 0, "created_at": "", "last_hit_at": ""}
+    exact.table.insert_all([key(f"cached query {i}").as_row() | row for i in range(2000)], pk=PK)
+    cache = SemanticDocumentCache(exact, HashEmbedder(), threshold=0.99)
+    assert cache.get(key("cached query 9991")) == DOCS  # no exact row: the whole group is compared
+    assert len(cache._group(key("x")).queries) == 2000 and cache.semantic_hits == 1
+    reopened = SemanticDocumentCache(DocumentCache(tmp_path / "c.db"), HashEmbedder(), threshold=0.99)
+    reopened.db.conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+    assert reopened.get(key("cached query 4321")) == DOCS  # vectors read back from the table, in chunks
+
+
+def test_batch_key_keeps_only_the_latest_matches(tmp_path):
+    cache = SemanticDocumentCache(DocumentCache(tmp_path / "c.db"), HashEmbedder(), threshold=0.5)
+    for i in range(150):
+        lead = key(f"lead {i}")
+        assert cache.batch_key(key(f"{i} lead"), [lead]) == lead  # same characters: the same vector
+    assert len(cache.matches) == 100 and cache.matches[-1][1] == "lead 149"

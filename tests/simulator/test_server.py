@@ -187,8 +187,28 @@ def test_not_json_and_unknown_routes(server):
     assert post(server, content=b"").status_code == 422
     assert httpx.get(f"{server.url}/nothing").status_code == 404
     assert httpx.post(f"{server.url}/nothing", json={}).json()["error"] == "no route POST /nothing"
-    assert httpx.get(f"{server.url}/retrieve").json() == {"error": "no route GET /retrieve"}
     assert httpx.post(f"{server.url}/retrieve/", json={"queries": ["Ed Wood"]}).status_code == 200
+
+
+def test_a_wrong_method_on_a_known_route_is_405_with_allow(server):
+    for method, path, allowed in (("GET", "/retrieve", "POST"), ("DELETE", "/retrieve/", "POST"),
+                                  ("POST", "/health", "GET")):
+        response = httpx.request(method, f"{server.url}{path}")
+        assert response.status_code == 405, (method, path)
+        assert allowed in response.headers["allow"] and "\n" not in response.json()["error"]
+        assert response.json()["error"].startswith(f"method {method} not allowed on {path.rstrip('/')}")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"topk": True}, {"topk": "2"}, {"topk": 2.5}, {"return_scores": "yes"}, {"return_scores": 1},
+     {"return_scores": "true"}],
+    ids=["topk-true", "topk-numeric-str", "topk-fraction", "scores-yes", "scores-1", "scores-true-str"],
+)
+def test_topk_and_return_scores_are_strict(server, extra):
+    response = post(server, {"queries": ["Ed Wood"]} | extra)
+    assert response.status_code == 422, response.text
+    assert next(iter(extra)) in response.json()["error"]
 
 
 def test_configurable_limits_and_body_size(corpus_engine):
@@ -450,3 +470,52 @@ def test_zsl_serve_rejects_bad_settings_in_one_line():
                                                  "--queue-limit", "0"])
     assert isinstance(bad_limit.exception, ZslError)
     assert str(bad_limit.exception) == "invalid --queue-limit: Input should be greater than or equal to 1"
+
+
+# --- the batcher's runner survives ------------------------------------------------------------------------
+
+
+def test_a_request_that_times_out_while_its_batch_gathers_does_not_stop_the_batcher():
+    # The only waiting request gives up inside the 500 ms window: the window ends with nothing queued.
+    with RetrievalServer(FakeEngine(), batch_window_ms=500, answer_timeout_s=0.2, max_batch_queries=2) as running:
+        assert post(running, {"queries": ["alone"]}).status_code == 503
+        time.sleep(0.6)
+        assert httpx.get(f"{running.url}/health").json()["status"] == "ok"
+        response = post(running, {"queries": ["a", "b"]})  # a full batch: answered without waiting
+        assert response.status_code == 200, response.text
+        assert response.json()["result"][1][0]["contents"] == '"T0"\nb text 0'
+
+
+def test_an_unexpected_error_in_one_batch_fails_that_batch_only():
+    from zerosearch_lite.simulator.batching import EngineBatcher
+
+    class Flaky(EngineBatcher):
+        def _answer_batch(self, jobs):
+            if self.engine_calls == 1:
+                raise RuntimeError("a bug in the first batch")
+            return super()._answer_batch(jobs)
+
+    async def scenario():
+        batcher = Flaky(lambda queries, k: [[] for _ in queries], window_s=0, max_queries=8, queue_limit=8)
+        batcher.start()
+        try:
+            with pytest.raises(RuntimeError, match="a bug in the first batch"):
+                await asyncio.wait_for(batcher.submit(["a"], 3), 2)
+            assert await asyncio.wait_for(batcher.submit(["b"], 3), 2) == [[]]
+            assert batcher.in_engine == []
+        finally:
+            await batcher.close()
+
+    asyncio.run(scenario())
+
+
+def test_health_is_503_when_the_batcher_has_stopped():
+    with RetrievalServer(FakeEngine()) as running:
+        runner = running.service.batcher._runner
+        runner.get_loop().call_soon_threadsafe(runner.cancel)
+        deadline = time.monotonic() + 5
+        while not runner.done():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        response = httpx.get(f"{running.url}/health")
+        assert response.status_code == 503 and response.json()["status"] != "ok"

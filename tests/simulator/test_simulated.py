@@ -147,6 +147,28 @@ def test_retry_guard_regenerates_a_useful_result_without_an_answer():
     assert len(hopeless.history) == 3 and kept.docs[0].text == "a gothic novel."
 
 
+def test_guard_catches_an_answer_glued_to_punctuation():
+    glued = "Doc 1: (A) Mary Shelley's novel.\nDoc 2: (B) “Mary Shelley” again.\nDoc 3: (C) An unrelated page."
+    result = SimulatedSearchEngine(FakeBackend(default=glued), structured=False, guard="drop").lookup(
+        ["frankenstein author"], 3, mode="noisy", context=CONTEXT)[0]
+    assert result.guard_leaked == 2 and [d.text for d in result.docs] == ["An unrelated page."]
+
+
+def test_yes_no_answers_are_not_guarded():
+    prose = "Doc 1: (A) There is no record of it.\nDoc 2: (B) Yes was a rock band.\nDoc 3: (C) No one knows."
+    backend = FakeBackend(default=prose)
+    engine = SimulatedSearchEngine(backend, structured=False, guard="retry")
+    for golds in (("no",), ("yes", "Yes.")):
+        context = SearchContext("Are both bands from England?", golds)
+        assert not engine.guard.active(context)
+        result = engine.lookup(["band origins"], 3, mode="noisy", context=context)[0]
+        assert len(result.docs) == 3 and result.guard_leaked == 0 and result.guard_retries == 0
+    assert len(backend.history) == 2  # one generation each, no regeneration
+    mixed = SearchContext("Which one?", ("no", "Yes was"))
+    assert engine.guard.active(mixed) and holds_answer(engine.lookup(["x"], 3, mode="useful")[0].docs[1],
+                                                       mixed.golden_answers)
+
+
 def test_no_guard_without_gold_answers(tmp_path):
     cache = DocumentCache(tmp_path / "c.db")
     backend = FakeBackend(default=ALL_LEAKY)

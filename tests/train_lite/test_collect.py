@@ -4,6 +4,7 @@ import json
 
 from zerosearch_lite.agent.config import AgentConfig
 from zerosearch_lite.agent.loop import Agent
+from zerosearch_lite.errors import ZslError
 from zerosearch_lite.evaluation.datasets import QAExample
 from zerosearch_lite.models.backends.fake import FakeBackend
 from zerosearch_lite.simulator.engine import SearchEngine
@@ -58,3 +59,38 @@ def test_resume_skips_done_questions_and_drops_orphans(tmp_path):
 
 def test_render_docs_without_titles():
     assert render_docs([Doc("", "a b c", "x"), Doc("T", "d e f", "x")]) == "Doc 1: a b c\nDoc 2: (T) d e f"
+
+
+def run_collect(tmp_path, monkeypatch, *flags):
+    """`zsl sim collect` in-process, with the scripted policy and engine in place of real ones."""
+    from typer.testing import CliRunner
+
+    from zerosearch_lite.cli import app
+    from zerosearch_lite.models import loading
+    from zerosearch_lite.simulator import config as engine_config
+
+    monkeypatch.setattr(loading, "load_model", lambda *a, **kw: loading.LoadedModel(None, FakeBackend(
+        policy_outputs() * 4)))
+    monkeypatch.setattr(engine_config, "open_engine", lambda *a, **kw: ListEngine())
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"id": e.id, "question": e.question, "golden_answers": list(e.golden_answers)})
+                            + "\n" for e in EXAMPLES))
+    return CliRunner().invoke(app, ["sim", "collect", "--data", str(data), "--out", str(tmp_path / "out"),
+                                    "--corpus", "unused.jsonl", "--grammar", "off", *flags])
+
+
+def test_a_rerun_resumes_with_the_same_settings_and_refuses_others(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    first = run_collect(tmp_path, monkeypatch, "--limit", "1")
+    assert first.exit_code == 0, first.output
+    assert json.loads((out / "config.json").read_text())["labelling"] == "outcome"
+    more = run_collect(tmp_path, monkeypatch, "--limit", "2")  # a larger --limit collects more into the same files
+    assert more.exit_code == 0 and "(1 already done)" in more.output, more.output
+    rows = (out / SFT_FILE).read_text()
+    for flags, changed in ((["--labelling", "contains"], "labelling"), (["-k", "3"], "agent.k"),
+                           (["--preset", "zerosearch", "--max-turns", "2"], "agent.max_turns, sft_preset")):
+        refused = run_collect(tmp_path, monkeypatch, *flags)
+        assert isinstance(refused.exception, ZslError), refused.output
+        assert f"other settings ({changed} differ)" in str(refused.exception)
+    assert (out / SFT_FILE).read_text() == rows
+    assert json.loads((out / "config.json").read_text())["labelling"] == "outcome"

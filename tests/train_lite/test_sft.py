@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from zerosearch_lite.errors import ZslError
 from zerosearch_lite.train_lite.checkpoint import find_checkpoint
 from zerosearch_lite.train_lite.sft import (
     IGNORE,
@@ -85,6 +86,34 @@ def test_interrupt_saves_a_checkpoint_and_resume_continues(tmp_path, tiny_model_
     logged = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert logged == [1, 2, 3, 4]
     assert (out / "merged" / "config.json").is_file()
+
+
+def test_a_quantized_run_is_merged_into_a_full_precision_copy_of_its_base(tmp_path, tiny_model_dir):
+    """A 4-bit base cannot take the merge; `save_merged(base=…)` merges the saved adapter into the base loaded
+    in bf16 on the CPU, and gives the weights the trained model merges to (within bf16 rounding)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from zerosearch_lite.train_lite.sft import save_merged
+
+    data = write_data(tmp_path / "sft.jsonl")
+    out = tmp_path / "run"
+    train_sft(SFTConfig(model=str(tiny_model_dir), data=str(data), out=str(out), max_steps=2, batch_size=2,
+                        lr=5e-2, warmup_steps=0, save_every=100, merge=False))
+    trained = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(out / "adapter"))
+    b = next(m for n, m in trained.named_modules() if n.endswith("q_proj.lora_B.default"))
+    assert b.weight.abs().sum() > 0  # training moved the adapter: a merge changes the weights
+    expected = {k: v.clone() for k, v in trained.merge_and_unload().state_dict().items()}
+    merged_dir = save_merged(None, AutoTokenizer.from_pretrained(tiny_model_dir), out, base=str(tiny_model_dir))
+    assert merged_dir == out / "merged" and not (out / ".merged.partial").exists()
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir).state_dict()
+    assert next(iter(merged.values())).dtype == torch.bfloat16
+    for name, weight in expected.items():
+        torch.testing.assert_close(merged[name].float(), weight, atol=2e-2, rtol=2e-2)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+    name = next(n for n in expected if n.endswith("q_proj.weight"))
+    assert not torch.allclose(merged[name].float(), base[name], atol=1e-4)  # the adapter is in it
 
 
 OTHER = [
@@ -175,3 +204,40 @@ def test_resumed_run_ends_with_the_adapter_of_an_uninterrupted_one(tmp_path, tin
     assert expected.keys() == got.keys()
     for name, tensor in expected.items():
         assert torch.equal(got[name], tensor), name
+
+
+def test_a_run_that_fails_to_start_keeps_the_saved_settings(tmp_path):
+    """Bad input is refused before anything is written: a good run's config.json stays as it was."""
+    out = tmp_path / "run"
+    out.mkdir()
+    saved = SFTConfig(data=str(write_data(tmp_path / "sft.jsonl")), out=str(out), lora_r=8).model_dump_json(indent=2)
+    (out / "config.json").write_text(saved)
+    with pytest.raises(ZslError, match="SFT data not found"):
+        train_sft(SFTConfig(data=str(tmp_path / "missing.jsonl"), out=str(out), lora_r=8))
+    assert (out / "config.json").read_text() == saved
+    with pytest.raises(ZslError, match="SFT data not found"):
+        train_sft(SFTConfig(data=str(tmp_path / "missing.jsonl"), out=str(tmp_path / "fresh")))
+    assert not (tmp_path / "fresh").exists()
+    other = tmp_path / "collect"  # another command's run folder is not an SFT run to continue
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"data": "qa.jsonl", "out": str(other), "labelling": "outcome"}))
+    with pytest.raises(ZslError, match="not an SFT run"):
+        train_sft(SFTConfig(data=str(tmp_path / "sft.jsonl"), out=str(other)))
+
+
+def test_continuing_a_run_refuses_settings_that_change_its_result_but_may_run_longer(tmp_path, tiny_model_dir):
+    data = write_data(tmp_path / "sft.jsonl")
+    out = tmp_path / "run"
+    cfg = SFTConfig(model=str(tiny_model_dir), data=str(data), out=str(out), max_steps=2, batch_size=2,
+                    save_every=100, merge=False)
+    train_sft(cfg)
+    saved = (out / "config.json").read_text()
+    with pytest.raises(ZslError, match=r"other settings \(lora_r, lr differ\)"):
+        train_sft(cfg.model_copy(update={"lora_r": 4, "lr": 1e-3}))
+    with pytest.raises(ZslError, match="--max-steps 1 is fewer than the 2 steps"):
+        train_sft(cfg.model_copy(update={"max_steps": 1}))
+    assert (out / "config.json").read_text() == saved
+    steps = []
+    train_sft(cfg.model_copy(update={"max_steps": 3, "save_every": 1}), on_step=lambda row: steps.append(row["step"]))
+    assert steps == [3]
+    assert json.loads((out / "config.json").read_text())["max_steps"] == 3

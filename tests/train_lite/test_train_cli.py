@@ -92,3 +92,56 @@ def test_train_grpo_interrupted_then_resumed_has_every_step_once(tmp_path, tiny_
     assert shown.returncode == 0 and "· 4 steps" in " ".join(shown.stdout.split())
     as_json = run_zsl("train", "show", str(run), "--json")
     assert [json.loads(line)["step"] for line in as_json.stdout.splitlines()] == [1, 2, 3, 4]
+
+
+def test_train_show_refuses_a_folder_that_is_not_a_run(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a run")
+    result = run_zsl("train", "show", str(tmp_path))
+    assert result.returncode == 1 and result.stderr.strip() == f"error: not a GRPO run directory (no metrics.db): {tmp_path}"
+
+
+def guard_header(run: Path) -> list[str] | None:
+    """The cells of steps 1 and 2 under the `guarded` column of `zsl train show`, or None without that column."""
+    shown = run_zsl("train", "show", str(run), env={"COLUMNS": "200"})
+    assert shown.returncode == 0, shown.stderr
+    table = shown.stdout.splitlines()
+    header = next(line.split() for line in table if line.split()[:1] == ["step"])
+    if "guarded" not in header:
+        return None
+    return [line.split()[header.index("guarded")] for line in table if line.split()[:1] in (["1"], ["2"])]
+
+
+def test_train_show_has_a_guarded_column_when_the_run_used_a_guard(tmp_path):
+    from zerosearch_lite.train_lite.grpo_config import GRPOConfig
+    from zerosearch_lite.train_lite.metrics import MetricsStore, StepMetrics
+
+    guarded, plain = tmp_path / "guarded", tmp_path / "plain"
+    for run, guard, counts in ((guarded, "drop", (3, 0)), (plain, "off", (0, 0))):
+        store = MetricsStore(run)
+        for step, count in enumerate(counts, 1):
+            store.write(StepMetrics(step=step, reward_mean=0.5, searches=4, cache_hits=0, guarded_documents=count))
+        store.close()
+        config = GRPOConfig(data="qa.jsonl", out=str(run)).model_dump()
+        config["engine"]["guard"] = guard
+        (run / "config.json").write_text(json.dumps(config))
+    assert guard_header(guarded) == ["3", "0"]
+    assert guard_header(plain) is None
+
+
+def test_train_show_totals_are_the_sums_of_the_step_rows_and_price_them(tmp_path):
+    import re
+
+    from zerosearch_lite.train_lite.metrics import MetricsStore, StepMetrics
+
+    store = MetricsStore(tmp_path)
+    steps = [(40, 3, 1200, 2.25, 1), (36, 9, 900, 1.5, 0), (44, 0, 1500, 3.0, 2)]
+    for step, (searches, hits, tokens, seconds, guarded) in enumerate(steps, 1):
+        store.write(StepMetrics(step=step, reward_mean=0.5, searches=searches, cache_hits=hits,
+                                simulator_tokens=tokens, search_seconds=seconds, guarded_documents=guarded))
+    store.close()
+    shown = run_zsl("train", "show", str(tmp_path), "--api-price", "7.5", env={"COLUMNS": "300"})
+    assert shown.returncode == 0, shown.stderr
+    totals = " ".join(shown.stdout.split())
+    assert re.search(r"120 searches over 3 steps: 12 cache hits, 108 sent to the engine · simulator: 3600 tokens "
+                     r"in 7 s · a search API at \$7\.5 per 1k queries would have cost \$0\.90 · 3 documents guarded",
+                     totals), totals

@@ -28,6 +28,8 @@ def ask_command(
     from .schema import SampledAnswerModel, TrajectoryModel, VoteModel
     from .session import AskOutcome, ask_events, open_agent
 
+    if not question.strip():
+        raise ZslError("the question is empty")
     with open_agent(config) as agent:
         session_store = SessionStore(paths.sessions_db()) if config.store else None
         printer = None if as_json else LivePrinter(out, show_sample=config.samples > 1)
@@ -114,4 +116,8 @@ def history_command(
     for r in records:
         table.add_row(str(r.id), r.created_at.replace("T", " ")[:19], escape(r.question), escape(r.answer or "—"),
                       str(r.samples), f"{r.seconds:.1f}")
-    out.print(table if records else "[dim]no sessions yet: try zsl ask \"...\"[/]")
+    if not records:
+        out.print(f"[dim]no sessions match {escape(repr(search))}[/]" if search and search.strip()
+                  else "[dim]no sessions yet: try zsl ask \"...\"[/]")
+        return
+    out.print(table)

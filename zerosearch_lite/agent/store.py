@@ -130,8 +130,10 @@ class SessionStore:
         )
 
     def list(self, limit: int = 50, query: str | None = None) -> list[SessionRecord]:
-        if query:
-            rows = self.db["sessions"].search(query, limit=limit, order_by="id desc", quote=True)
+        """The latest sessions, or those whose question or answer holds every word of `query`."""
+        match = fts_words(query or "")
+        if match:
+            rows = self.db["sessions"].search(match, limit=limit, order_by="id desc")
         else:
             rows = self.db["sessions"].rows_where(order_by="id desc", limit=limit)
         return [self._record(r) for r in rows]
@@ -157,3 +159,9 @@ class SessionStore:
 
     def count(self) -> int:
         return self.db["sessions"].count
+
+
+def fts_words(text: str) -> str:
+    """An FTS5 query matching every whitespace-separated word of `text`, each quoted as an FTS5 string (inner
+    quotes doubled), so any text is words to find, never query syntax ('"', AND, NOT, *, parentheses)."""
+    return " ".join('"' + word.replace('"', '""') + '"' for word in text.split())

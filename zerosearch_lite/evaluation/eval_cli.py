@@ -15,6 +15,7 @@ from typer.core import TyperGroup
 from ..config_cli import config_command
 from ..console import err, out
 from ..simulator.config import INFERENCE_EXCLUDED
+from .compare import CompareConfig
 from .runner import EvalConfig
 
 
@@ -74,9 +75,9 @@ def run_command(config: EvalConfig) -> None:
 
 
 @eval_app.command("compare")
+@config_command(CompareConfig)
 def compare_command(
-    runs: Annotated[list[Path], typer.Argument(help="Evaluation run directories; the first is the baseline.")],
-    bootstrap: Annotated[int, typer.Option(min=100, max=100_000, help="Bootstrap resamples per interval.")] = 1000,
+    config: CompareConfig,
     as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
 ) -> None:
     """Runs side by side per dataset and metric, with paired bootstrap intervals of each difference to the first."""
@@ -84,7 +85,7 @@ def compare_command(
 
     from .compare import compare_runs, render_comparison
 
-    result = compare_runs(runs, resamples=bootstrap)
+    result = compare_runs([Path(run) for run in config.runs], resamples=config.bootstrap)
     if as_json:
         print(json.dumps(result, ensure_ascii=False))
         return

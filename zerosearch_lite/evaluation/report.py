@@ -35,7 +35,9 @@ def _per_question(rows: list[dict]) -> dict[int, list[dict]]:
 
 
 def question_values(rows: list[dict], samples: int) -> dict[str, list[float]]:
-    """Per-question values of every reported quantity: sample means of the scores, pass@k and majority@k."""
+    """Per-question values of every reported quantity: sample means of the scores, pass@k at every k (exact and
+    cheap) and majority@k at the k of `k_columns` (an expectation over up to 256 subsets a k: every k of 256
+    samples would take seconds a question)."""
     values: dict[str, list[float]] = defaultdict(list)
     for question_rows in _per_question(rows).values():
         n = len(question_rows)
@@ -48,6 +50,7 @@ def question_values(rows: list[dict], samples: int) -> dict[str, list[float]]:
                 correct = sum(r[name] >= 1.0 for r in question_rows)
                 for k in range(1, n + 1):
                     values[f"pass@{k}:{name}"].append(pass_at_k(n, correct, k))
+                for k in k_columns(n):  # majority@k costs subsets × k votes: the k the report shows
                     values[f"maj@{k}:{name}"].append(majority_at_k(answers, golds, k, name))
     return values
 
@@ -73,16 +76,18 @@ def _usage(rows: list[dict]) -> dict[str, float | None]:
 
 def _curves(values_by_dataset: list[dict[str, list[float]]], samples: int, resamples: int) -> dict[str, Any]:
     curves: dict[str, Any] = {}
-    for kind, key in (("pass", "pass_at_k"), ("maj", "majority_at_k")):
+    for kind, key, ks in (("pass", "pass_at_k", range(1, samples + 1)), ("maj", "majority_at_k", k_columns(samples))):
         for name in EXACT:
             curves.setdefault(key, {})[name] = [
                 {"k": k, **_interval([v[f"{kind}@{k}:{name}"] for v in values_by_dataset], resamples)}
-                for k in range(1, samples + 1)
+                for k in ks
             ]
     return curves
 
 
-def build_report(rows: list[dict], cfg: EvalConfig, *, resamples: int = 1000) -> dict[str, Any]:
+def build_report(rows: list[dict], cfg: EvalConfig, *, resamples: int = 1000,
+                 skipped: list[str] = ()) -> dict[str, Any]:
+    """The report of a run's prediction rows; `skipped` names the files whose broken rows were left out."""
     by_dataset: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         by_dataset[row["dataset"]].append(row)
@@ -121,6 +126,7 @@ def build_report(rows: list[dict], cfg: EvalConfig, *, resamples: int = 1000) ->
                     "dataset means, resampling questions within each dataset",
         "datasets": entries,
         "average": average,
+        "skipped_rows": list(skipped),
     }
 
 
@@ -130,9 +136,9 @@ def _cell(score: dict[str, float] | None) -> str:
     return f"{score['mean']:.3f} [{score['low']:.3f}, {score['high']:.3f}]"
 
 
-def _k_columns(samples: int) -> list[int]:
-    ks = sorted({k for k in (1, 2, 4, 8, 16, 32, 64, 128, 256) if k <= samples} | {samples})
-    return ks
+def k_columns(samples: int) -> list[int]:
+    """The k a report shows (and majority@k is computed at): powers of two up to the samples, and the samples."""
+    return sorted({k for k in (1, 2, 4, 8, 16, 32, 64, 128, 256) if k <= samples} | {samples})
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -148,6 +154,8 @@ def render_markdown(report: dict[str, Any]) -> str:
          "| tokens in / out per q | s/q |"),
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+    lines[4:4] = [f"**Broken rows left out:** {line}." for line in report.get("skipped_rows", [])] + \
+        ([""] if report.get("skipped_rows") else [])
     rows = report["datasets"] + ([report["average"]] if len(report["datasets"]) > 1 else [])
     for e in rows:
         if "scores" not in e:
@@ -162,7 +170,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += ["", "Metrics: " + "; ".join(f"**{label}**" for label in report["metrics"].values()) + ".",
               f"Scores average the samples of each question; [low, high] is the {report['interval']}."]
     if s["samples"] > 1:
-        ks = _k_columns(s["samples"])
+        ks = k_columns(s["samples"])
         for name, title in (("strict_em", "strict EM"), ("cover_em", "cover-EM")):
             lines += ["", f"## Repeated sampling, {title}", "",
                       "| dataset | " + " | ".join(f"pass@{k}" for k in ks) + " | "

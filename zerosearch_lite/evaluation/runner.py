@@ -20,18 +20,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from .. import paths
 from ..agent.config import AgentConfig, Method, PolicyConfig
 from ..agent.types import Invalid, Trajectory
 from ..config_cli import flag
-from ..errors import ZslError
+from ..saved_settings import check_rerun
+from ..saved_settings import save as save_settings
 from ..simulator.config import EngineConfig
 from .datasets import QAExample, load_qa
 from .metrics import SCORERS
 
-CONFIG_FILE = "config.json"
 PREDICTIONS_FILE = "predictions.jsonl"
 TRAJECTORIES_FILE = "trajectories.jsonl"
 
@@ -65,6 +65,12 @@ class EvalConfig(BaseModel):
     bootstrap: int = Field(1000, ge=100, le=100_000, description="Bootstrap resamples of each 95% interval.")
     question_field: str = Field("question", description="Field of the question in the QA files.")
     answers_field: str = Field("golden_answers", description="Field of the gold answers in the QA files.")
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _one_file(cls, value):
+        """`data = "x.jsonl"` in a config file means the list of that one file."""
+        return [value] if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _seeded(self) -> EvalConfig:
@@ -116,14 +122,18 @@ class EvalResult:
     notes: list[str] = field(default_factory=list)
 
 
-def load_questions(cfg: EvalConfig) -> list[EvalQuestion]:
-    """Every question of every file, in order, named by dataset (`data_source`, else the file name)."""
+def load_questions(cfg: EvalConfig) -> tuple[list[EvalQuestion], list[str]]:
+    """Every question of every file, in order, named by dataset (`data_source`, else the file name), and a
+    line per file that had broken rows (skipped, so the report must say the scores cover fewer rows)."""
     found: list[EvalQuestion] = []
+    skipped: list[str] = []
     for file in cfg.data:
         dataset = load_qa(file, question_field=cfg.question_field, answers_field=cfg.answers_field, limit=cfg.limit)
         for example in dataset.examples:
             found.append(EvalQuestion(len(found), example.source, example))
-    return found
+        if dataset.skipped:
+            skipped.append(dataset.summary())
+    return found, skipped
 
 
 def plan_units(questions: list[EvalQuestion], per_unit: int) -> list[Unit]:
@@ -166,8 +176,10 @@ def prediction_row(unit: Unit, question: EvalQuestion, sample: int, traj: Trajec
     }
 
 
-def read_predictions(run_dir: Path) -> list[dict]:
-    """The rows of complete units (a unit cut short by a crash is dropped from the file, to be re-run)."""
+def read_predictions(run_dir: Path, *, repair: bool = False) -> list[dict]:
+    """The rows of complete units. With `repair` (the runner, before it appends) a unit cut short by a crash is
+    also dropped from the file, to be re-run; readers (`compare`, scripts) leave the file alone, since an
+    evaluation may be appending to it at that moment."""
     path = run_dir / PREDICTIONS_FILE
     if not path.exists():
         return []
@@ -182,7 +194,7 @@ def read_predictions(run_dir: Path) -> list[dict]:
     for row in rows:
         by_unit.setdefault(row["unit"], []).append(row)
     complete = [r for unit_rows in by_unit.values() if len(unit_rows) == unit_rows[0]["unit_rows"] for r in unit_rows]
-    if torn or len(complete) != len(rows):
+    if repair and (torn or len(complete) != len(rows)):
         _rewrite(path, complete)
     return complete
 
@@ -224,22 +236,10 @@ def _append(path: Path, records: list[dict]) -> None:
 
 
 def _check_config(run_dir: Path, cfg: EvalConfig) -> None:
-    path = run_dir / CONFIG_FILE
-    mine = cfg.model_dump(mode="json", exclude={"out", "bootstrap"})
-    if path.is_file():
-        try:
-            theirs = EvalConfig.model_validate_json(path.read_text()).model_dump(mode="json", exclude={"out", "bootstrap"})
-        except ValueError:
-            raise ZslError(f"{path} is not an evaluation config; give another --out") from None
-        if theirs != mine:
-            changed = sorted(k for k in mine if mine[k] != theirs.get(k))
-            raise ZslError(
-                f"{run_dir} holds an evaluation with other settings ({', '.join(changed)} differ); "
-                "rerun it with its own settings (--config " f"{path}) or give another --out"
-            )
-        return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(cfg.model_dump_json(indent=2))
+    """Refuse a run folder that holds an evaluation under other settings (where the run is written and how many
+    resamples summarize it may differ); record the settings of a new one."""
+    if check_rerun(cfg, run_dir, "an evaluation", free={"out", "bootstrap"}) is None:
+        save_settings(cfg, run_dir)
 
 
 def run_eval(cfg: EvalConfig, *, on_progress: Callable[[EvalProgress], None] = lambda p: None,
@@ -248,9 +248,9 @@ def run_eval(cfg: EvalConfig, *, on_progress: Callable[[EvalProgress], None] = l
     from .report import build_report, write_report
 
     run_dir = cfg.run_dir()
-    questions = load_questions(cfg)
+    questions, skipped = load_questions(cfg)
     _check_config(run_dir, cfg)
-    done_rows = read_predictions(run_dir)
+    done_rows = read_predictions(run_dir, repair=True)
     done_units = {r["unit"] for r in done_rows}
     _prune_trajectories(run_dir, done_units)
     result = EvalResult(run_dir, {})
@@ -270,8 +270,8 @@ def run_eval(cfg: EvalConfig, *, on_progress: Callable[[EvalProgress], None] = l
             tracker.add(new_rows)
     finally:
         runner.close()
-    result.report = build_report(rows, cfg, resamples=cfg.bootstrap)
-    result.notes = write_report(run_dir, result.report)
+    result.report = build_report(rows, cfg, resamples=cfg.bootstrap, skipped=skipped)
+    result.notes = skipped + write_report(run_dir, result.report)
     return result
 
 

@@ -74,24 +74,40 @@ class EngineBatcher:
     def start(self) -> None:
         self._runner = asyncio.get_running_loop().create_task(self._run(), name="zsl-batcher")
 
+    @property
+    def running(self) -> bool:
+        """Whether the runner task is alive (started and not ended): if not, nothing will be answered."""
+        return self._runner is not None and not self._runner.done()
+
     async def _run(self) -> None:
+        """Forever: wait for work, gather a batch, answer it. Survives any one batch's failure."""
         loop = asyncio.get_running_loop()
         while True:
             while not self.waiting:
                 self._arrived.clear()
                 await self._arrived.wait()
             await self._gather(loop)
+            if not self.waiting:  # every waiting request gave up during the window
+                continue
             self.in_engine = self._take(self.waiting[0].topk)
-            self.engine_calls += 1
-            outcomes = await loop.run_in_executor(self._engine_thread, self._answer_batch, self.in_engine)
-            for job, outcome in zip(self.in_engine, outcomes, strict=True):
-                if job.future.done():  # failed at the shutdown deadline, or its client went away
-                    continue
-                if isinstance(outcome, Exception):
-                    job.future.set_exception(outcome)
-                else:
-                    job.future.set_result(outcome)
-            self.in_engine = []
+            try:
+                await self._run_batch(loop, self.in_engine)
+            except Exception as exc:  # noqa: BLE001 - a bug in one batch fails that batch, not the server
+                _fail(self.in_engine, exc)
+            finally:
+                self.in_engine = []
+
+    async def _run_batch(self, loop: asyncio.AbstractEventLoop, jobs: list[_Job]) -> None:
+        """One engine call on the engine thread, its outcomes handed to the waiting requests."""
+        self.engine_calls += 1
+        outcomes = await loop.run_in_executor(self._engine_thread, self._answer_batch, jobs)
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            if job.future.done():  # failed at the shutdown deadline, or its client went away
+                continue
+            if isinstance(outcome, Exception):
+                job.future.set_exception(outcome)
+            else:
+                job.future.set_result(outcome)
 
     async def _gather(self, loop: asyncio.AbstractEventLoop) -> None:
         """Wait until the oldest request has waited `window_s`, or until a full batch is queued."""
@@ -156,9 +172,7 @@ class EngineBatcher:
         asyncio.get_running_loop().call_later(deadline_s, self._fail_unfinished)
 
     def _fail_unfinished(self) -> None:
-        for job in [*self.waiting, *self.in_engine]:
-            if not job.future.done():
-                job.future.set_exception(ShuttingDown("the server stopped before this request was answered"))
+        _fail([*self.waiting, *self.in_engine], ShuttingDown("the server stopped before this request was answered"))
         self.waiting.clear()
 
     async def close(self) -> None:
@@ -169,3 +183,10 @@ class EngineBatcher:
         if self._runner is not None:
             self._runner.cancel()
         await asyncio.to_thread(self._engine_thread.shutdown, wait=True)
+
+
+def _fail(jobs: list[_Job], error: BaseException) -> None:
+    """Answer every request of `jobs` not answered yet with `error`."""
+    for job in jobs:
+        if not job.future.done():
+            job.future.set_exception(error)

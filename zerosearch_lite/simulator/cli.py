@@ -12,6 +12,7 @@ from ..config_cli import config_command
 from ..console import err, out
 from ..errors import ZslError
 from .config import INFERENCE_EXCLUDED, SearchConfig, ServeCommandConfig, open_engine
+from .engine import SearchEngine
 
 
 @config_command(SearchConfig, exclude=INFERENCE_EXCLUDED)
@@ -24,6 +25,7 @@ def search_command(
     from .display import print_docs
 
     search_engine = open_engine(config.engine)
+    print_engine_warnings(search_engine)
     try:
         result = search_engine.lookup([query], config.k, mode=config.mode)[0]
     finally:
@@ -55,4 +57,12 @@ def serve_command(config: ServeCommandConfig) -> None:
 
     if config.engine.kind in ("self", "none"):
         raise ZslError(f"--engine {config.engine.kind} has no engine of its own to serve")
-    serve(open_engine(config.engine), config.server, say=lambda line: err.print(escape(line)))
+    engine = open_engine(config.engine)
+    print_engine_warnings(engine)
+    serve(engine, config.server, say=lambda line: err.print(escape(line)))
+
+
+def print_engine_warnings(engine: SearchEngine) -> None:
+    """What the engine noticed while opening (skipped corpus rows, a rebuilt index): a line each, on stderr."""
+    for warning in getattr(engine, "warnings", None) or []:
+        err.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)

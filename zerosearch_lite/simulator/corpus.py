@@ -14,13 +14,14 @@ query gets none. Tokens: bm25s' tokenizer with English stopwords, stemmed when P
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ class CorpusFile:
     contents: list[str] = field(default_factory=list)
     skipped: int = 0
     reasons: list[str] = field(default_factory=list)
+    digest: str = ""  # blake2b of the file's bytes as read: what an index of it is keyed by
 
     def skip(self, reason: str) -> None:
         self.skipped += 1
@@ -59,13 +61,16 @@ def read_corpus(path: str | Path) -> CorpusFile:
     if not path.is_file():
         raise ZslError(f"corpus is not a file: {path}")
     corpus = CorpusFile(path)
+    content = hashlib.blake2b(digest_size=16)
     try:
         # Binary lines, decoded one by one: a stray non-UTF-8 byte costs one row, not the file.
         with path.open("rb") as handle:
             for number, raw in enumerate(handle, 1):
+                content.update(raw)
                 _read_row(corpus, number, raw)
     except OSError as exc:
         raise ZslError(f"cannot read corpus {path}: {exc.strerror or exc}") from None
+    corpus.digest = content.hexdigest()
     if not corpus.contents:
         if not corpus.skipped:
             raise ZslError(f"corpus {path} is empty ({EXPECTED_ROWS})")
@@ -109,12 +114,13 @@ def _english_stemmer() -> tuple[str, Any]:
     return "snowball-english", Stemmer.Stemmer("english")
 
 
-def corpus_fingerprint(path: Path, *index_params: object) -> str:
-    """A short key for an index of this corpus file built with `index_params` (tokenizer, model...)."""
-    # size + mtime rather than a content hash: hashing a multi-GB dump on every start costs more than
-    # the rare rebuild after a touch. The path keeps two same-named corpora apart.
-    stat = path.stat()
-    key = "|".join(map(str, (path.resolve(), stat.st_size, stat.st_mtime_ns, *index_params)))
+def corpus_fingerprint(corpus: CorpusFile, *index_params: object) -> str:
+    """A short key for an index of this corpus file built with `index_params` (tokenizer, model...).
+
+    Keyed by the content hash taken while the file was read (no second pass), never by size and mtime:
+    a same-size edit that keeps the mtime (`cp -p`, `rsync -a`) must not reuse a stale index. The path
+    keeps two same-named corpora apart."""
+    key = "|".join(map(str, (corpus.path.resolve(), corpus.digest, *index_params)))
     return hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
@@ -140,11 +146,43 @@ def save_index_atomically(target: Path, write: Callable[[Path], None], meta: dic
         staging.mkdir()
         write(staging)
         (staging / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
-        if target.exists():
-            shutil.rmtree(target)  # a stale index of ours (checked above), never a user's folder
-        os.replace(staging, target)
+        publish_folder(staging, target)  # a stale index of ours (checked above), never a user's folder
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish_folder(staging: Path, target: Path) -> None:
+    """Rename the finished folder `staging` to `target`. An old `target` is first renamed aside, then
+    deleted: never deleted in place, where another process would find half a folder."""
+    for _ in range(3):
+        old = target.parent / f".{target.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        with contextlib.suppress(FileNotFoundError):  # none, or another process moved it meanwhile
+            os.replace(target, old)
+        try:
+            os.replace(staging, target)
+            return
+        except OSError as exc:  # another process published its own in between: move that aside too
+            if not target.is_dir():
+                raise exc from None
+        finally:
+            shutil.rmtree(old, ignore_errors=True)
+    os.replace(staging, target)
+
+
+@contextlib.contextmanager
+def exclusive_lock(target: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `.<name>.lock` beside `target` for the block, waiting while another
+    process holds it (a build of the same index); the kernel releases it if the process dies. Raises
+    `OSError` where the folder cannot be written (no lock is needed there: nothing will be saved)."""
+    import fcntl
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "ab") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def read_index_meta(index_path: Path) -> dict[str, Any] | None:
@@ -163,19 +201,28 @@ class CorpusSearchEngine(PassageEngine):
         self.corpus = read_corpus(corpus_path)
         self.path = self.corpus.path
         self.stemmer_name, self._stemmer = _english_stemmer()
-        self.fingerprint = corpus_fingerprint(self.path, self.stemmer_name, INDEX_FORMAT)
+        self.fingerprint = corpus_fingerprint(self.corpus, self.stemmer_name, INDEX_FORMAT)
         self.index_path = Path(index_dir or default_index_path(self.path, "", self.fingerprint))
         self.warnings: list[str] = []
         if self.corpus.skipped:
             first = "; ".join(self.corpus.reasons)
             self.warnings.append(f"skipped {self.corpus.skipped} broken rows of {self.path} (first: {first})")
         self.loaded_from_disk = False
+        self.retriever = self._load_or_build()
+
+    def _load_or_build(self):
+        """The saved index, else one built and saved under the index's lock (a process that waited for
+        it loads what the other one saved). Where no lock can be made, nothing can be saved either."""
         retriever = self._load()
-        if retriever is None:
-            retriever = self._build()
-        else:
-            self.loaded_from_disk = True
-        self.retriever = retriever
+        with contextlib.ExitStack() as stack:
+            if retriever is None:
+                with contextlib.suppress(OSError):
+                    stack.enter_context(exclusive_lock(self.index_path))
+                    retriever = self._load()
+            if retriever is None:
+                return self._build()
+        self.loaded_from_disk = True
+        return retriever
 
     @property
     def doc_count(self) -> int:

@@ -1,7 +1,7 @@
 """`DenseSearchEngine`: cosine search over sentence embeddings of a JSONL corpus — a real engine.
 
 The index is built once per (corpus file, embedding model), saved under `paths.index_dir()` and reloaded;
-a corpus changed since indexing (size or mtime) is rebuilt with a warning, a damaged index likewise.
+a corpus changed since indexing (its content hash) is rebuilt with a warning, a damaged index likewise.
 Must not modify the corpus, and must not use the question or gold answers (`mode`, `context` ignored).
 """
 
@@ -22,7 +22,8 @@ from .dense_index import DamagedIndex, build_index, load_index
 from .embeddings import EmbeddingOptions, OnnxEmbedder
 from .engine import PassageEngine
 
-INDEX_FORMAT = 1  # bump when the saved layout changes: old indexes are then rebuilt
+INDEX_FORMAT = 2  # bump when the saved layout or the fingerprint changes: old indexes are then rebuilt
+# 2: the corpus fingerprint hashes the file's content (1: size and mtime)
 
 
 class DenseOptions(BaseModel):
@@ -71,7 +72,7 @@ class DenseSearchEngine(PassageEngine):
             slug = re.sub(r"[^A-Za-z0-9._-]+", "_", self.path.stem)[:60] or "corpus"
             index_dir = paths.index_dir() / f"{slug}-dense-{hashlib.sha1(model_key.encode()).hexdigest()[:12]}"
         self.index_path = Path(index_dir)
-        self.fingerprint = corpus_fingerprint(self.path, model_key, INDEX_FORMAT)
+        self.fingerprint = corpus_fingerprint(self.corpus, model_key, INDEX_FORMAT)
         self.loaded_from_disk = False
         self.index = self._load_or_build(progress)
 
@@ -104,14 +105,21 @@ class DenseSearchEngine(PassageEngine):
         if index is not None:
             self.loaded_from_disk = True
             return index
-        saved = read_index_meta(self.index_path)
-        if saved and saved.get("corpus") == meta["corpus"] and saved.get("fingerprint") != meta["fingerprint"]:
+        if self._corpus_changed(meta):
             self.warnings.append(f"{self.path} changed since it was indexed; rebuilt its dense index")
         return build_index(
             self.index_path, meta, self.corpus.contents,
             lambda texts, report: self.embedder.encode_passages(texts, progress=report),
             chunk_size=self.options.chunk_passages, use_ann=bool(meta["ann"]), progress=progress,
+            warnings=self.warnings,
         )
+
+    def _corpus_changed(self, meta: dict[str, Any]) -> bool:
+        """Whether the saved index is of this corpus file, in this format, but of other contents (an index
+        of an older format is rebuilt without a warning: its fingerprint was computed differently)."""
+        saved = read_index_meta(self.index_path) or {}
+        return (saved.get("corpus") == meta["corpus"] and saved.get("format") == meta["format"]
+                and saved.get("fingerprint") != meta["fingerprint"])
 
     def retrieve(self, queries: Sequence[str], k: int) -> list[list[Passage]]:
         """Passages with ids and cosine scores per query, best first; an empty query gets none."""

@@ -7,17 +7,18 @@ leave a half-written index that loads (chunks and the final folder are written b
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import ZslError
-from .corpus import META_FILE, read_index_meta, save_index_atomically
+from .corpus import META_FILE, exclusive_lock, read_index_meta, save_index_atomically
 
 VECTORS_FILE = "vectors.npy"
 ANN_FILE = "ann.usearch"
@@ -110,14 +111,85 @@ def build_index(
     chunk_size: int,
     use_ann: bool,
     progress: Callable[[int, int], None] | None = None,
+    warnings: list[str] | None = None,
 ) -> DenseIndex:
     """Embed `texts` in chunks saved as they finish (a killed build resumes at the first missing chunk),
-    then save the whole index atomically under `index_path` and drop the chunks."""
-    partial = index_path.parent / f".{index_path.name}.partial"
+    then save the whole index atomically under `index_path` and drop the chunks.
+
+    One process builds an index at a time (an exclusive lock beside it); one that waited for the lock
+    loads the index the other just finished. A disk error (read-only folder, disk full) stops the saving,
+    not the build: the index is kept in memory and a one-line warning is appended to `warnings`."""
+    disk = _Disk(index_path, warnings if warnings is not None else [])
+    with disk.lock():
+        if disk.usable:
+            finished = _finished_index(index_path, meta)
+            if finished is not None:
+                return finished
+        matrix = _embed_in_chunks(index_path, meta, texts, encode, chunk_size, progress, disk)
+        ann = _build_ann(matrix) if use_ann else None
+
+        def write(folder: Path) -> None:
+            np.save(folder / VECTORS_FILE, matrix)
+            if ann is not None:
+                ann.save(str(folder / ANN_FILE))
+
+        if disk.attempt(lambda: save_index_atomically(index_path, write, meta, ours=(META_FILE,))):
+            shutil.rmtree(_partial_folder(index_path), ignore_errors=True)
+        return DenseIndex(matrix, ann)
+
+
+class _Disk:
+    """Where a build saves its work: the first disk error turns saving off, with one warning."""
+
+    def __init__(self, index_path: Path, warnings: list[str]):
+        self.index_path = index_path
+        self.warnings = warnings
+        self.usable = True
+
+    def attempt(self, action: Callable[[], object]) -> bool:
+        """Run `action` unless saving is off; an `OSError` turns it off. Whether it ran to the end."""
+        if not self.usable:
+            return False
+        try:
+            action()
+        except OSError as exc:
+            self._turn_off(exc)
+            return False
+        return True
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """The index's build lock, held for the block; where it cannot be made, saving is off."""
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(exclusive_lock(self.index_path))
+            except OSError as exc:
+                self._turn_off(exc)
+            yield
+
+    def _turn_off(self, exc: OSError) -> None:
+        self.usable = False
+        self.warnings.append(f"could not save the dense index to {self.index_path}: {exc.strerror or exc}")
+
+
+def _finished_index(index_path: Path, meta: dict[str, Any]) -> DenseIndex | None:
+    """The index another process finished while this one waited for the lock, if any."""
+    try:
+        return load_index(index_path, meta)
+    except DamagedIndex:
+        return None
+
+
+def _partial_folder(index_path: Path) -> Path:
+    return index_path.parent / f".{index_path.name}.partial"
+
+
+def _embed_in_chunks(index_path, meta, texts, encode, chunk_size, progress, disk: _Disk) -> np.ndarray:
+    """All vectors, float16; each chunk read back from a previous build's save, else encoded and saved."""
+    partial = _partial_folder(index_path)
     if _read_json(partial / PARTIAL_META) != meta:
         shutil.rmtree(partial, ignore_errors=True)  # chunks of another corpus version or model
-    partial.mkdir(parents=True, exist_ok=True)
-    (partial / PARTIAL_META).write_text(json.dumps(meta), encoding="utf-8")
+    disk.attempt(lambda: _start_partial(partial, meta))
     total = len(texts)
     chunks = []
     for start in range(0, total, chunk_size):
@@ -127,23 +199,22 @@ def build_index(
         if vectors is None:
             report = None if progress is None else (lambda done, _n, s=start: progress(s + done, total))
             vectors = encode(piece, report).astype(np.float16)
-            staging = file.with_suffix(".tmp.npy")
-            np.save(staging, vectors)
-            os.replace(staging, file)
+            disk.attempt(lambda file=file, vectors=vectors: _save_chunk(file, vectors))
         elif progress is not None:
             progress(start + len(piece), total)
         chunks.append(vectors)
-    matrix = np.concatenate(chunks) if chunks else np.zeros((0, meta["dim"]), dtype=np.float16)
-    ann = _build_ann(matrix) if use_ann else None
+    return np.concatenate(chunks) if chunks else np.zeros((0, meta["dim"]), dtype=np.float16)
 
-    def write(folder: Path) -> None:
-        np.save(folder / VECTORS_FILE, matrix)
-        if ann is not None:
-            ann.save(str(folder / ANN_FILE))
 
-    save_index_atomically(index_path, write, meta, ours=(META_FILE,))
-    shutil.rmtree(partial, ignore_errors=True)
-    return DenseIndex(matrix, ann)
+def _start_partial(partial: Path, meta: dict[str, Any]) -> None:
+    partial.mkdir(parents=True, exist_ok=True)
+    (partial / PARTIAL_META).write_text(json.dumps(meta), encoding="utf-8")
+
+
+def _save_chunk(file: Path, vectors: np.ndarray) -> None:
+    staging = file.with_suffix(".tmp.npy")
+    np.save(staging, vectors)
+    os.replace(staging, file)
 
 
 def _build_ann(matrix: np.ndarray):

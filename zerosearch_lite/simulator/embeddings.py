@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 
 from .. import paths
 from ..errors import ZslError
+from .corpus import exclusive_lock, publish_folder
 
 EMBEDDED_ALIASES = ("embedded", "all-minilm-l6-v2", "minilm")
 EMBEDDED_PACKAGE = "all_minilm_l6_v2"
@@ -54,7 +55,9 @@ class EmbeddingOptions(BaseModel):
         None, description="Text put before each passage (default: the model's own, e.g. E5's 'passage: ')."
     )
     max_length: int | None = Field(
-        None, ge=8, le=8192, description="Tokens per text; longer ones are cut (default: the model's own)."
+        None, ge=8, le=8192,
+        description="Tokens per text; longer ones are cut (default: the model's own; never more than the model "
+        "has positions for).",
     )
     batch_size: int = Field(32, ge=1, le=4096, description="Texts per ONNX Runtime call.")
 
@@ -80,18 +83,20 @@ class OnnxModelFiles:
 # ---------------------------------------------------------------------------------------------- resolution
 
 
-def _atomic_folder(target: Path, fill: Callable[[Path], None]) -> Path:
-    """Fill a folder beside `target`, then rename it into place: a crash never leaves half a model."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.parent / f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        staging.mkdir()
-        fill(staging)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+def _atomic_folder(target: Path, fill: Callable[[Path], None], ready: Callable[[Path], bool]) -> Path:
+    """Fill a folder beside `target`, then rename it into place: a crash never leaves half a model.
+
+    One process at a time (a lock beside `target`): one that waited finds the folder `ready` and keeps it."""
+    with exclusive_lock(target):
+        if ready(target):
+            return target
+        staging = target.parent / f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            staging.mkdir()
+            fill(staging)
+            publish_folder(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
@@ -107,13 +112,17 @@ def embedded_model_folder() -> tuple[Path, str]:
         raise ZslError(f"the embedded embedding model is missing its weights: {archive}")
     version = importlib.metadata.version(EMBEDDED_DISTRIBUTION)
     folder = paths.home() / "embeddings" / "source" / f"{EMBEDDED_NAME}-{version}"
-    if not (folder / "tokenizer.json").is_file():
+    if not _unpacked(folder):
         try:
             with zipfile.ZipFile(archive) as bundle:
-                _atomic_folder(folder, bundle.extractall)
+                _atomic_folder(folder, bundle.extractall, _unpacked)
         except (zipfile.BadZipFile, OSError) as exc:
             raise ZslError(f"cannot unpack the embedded embedding model {archive}: {exc}") from None
     return folder, f"{EMBEDDED_NAME}@{version}"
+
+
+def _unpacked(folder: Path) -> bool:
+    return (folder / "tokenizer.json").is_file()
 
 
 def _find_onnx(folder: Path) -> Path | None:
@@ -144,9 +153,10 @@ def _read_json(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def folder_settings(folder: Path, model_id: str) -> EmbeddingSettings:
+def folder_settings(folder: Path, model_id: str, names: Sequence[str] = ()) -> EmbeddingSettings:
     """Pooling, length and prefixes from a sentence-transformers folder's own config files, or those a
-    conversion recorded (so a converted folder, copied to a machine without torch, is a model name too)."""
+    conversion recorded (so a converted folder, copied to a machine without torch, is a model name too).
+    Known prefixes (E5's) are looked up by the model id's name and by `names` (folders naming the model)."""
     recorded = _read_json(folder / SETTINGS_FILE)
     if recorded.get("model_id") and recorded.get("pooling") in ("mean", "cls", "max"):
         return EmbeddingSettings(
@@ -168,10 +178,16 @@ def folder_settings(folder: Path, model_id: str) -> EmbeddingSettings:
     query = str(prompts.get("query", ""))
     passage = str(prompts.get("passage") or prompts.get("document") or prompts.get("corpus") or "")
     if not query and not passage:
-        for pattern, known_query, known_passage in KNOWN_PREFIXES:
-            if pattern.search(model_id.split("@")[0]):
-                query, passage = known_query, known_passage
+        query, passage = _known_prefixes([model_id.split("@")[0], *names])
     return EmbeddingSettings(model_id, pooling, max_length, query, passage)
+
+
+def _known_prefixes(names: Sequence[str]) -> tuple[str, str]:
+    """The (query, passage) prefixes of the first known model family any of `names` belongs to."""
+    for pattern, known_query, known_passage in KNOWN_PREFIXES:
+        if any(pattern.search(name) for name in names):
+            return known_query, known_passage
+    return "", ""
 
 
 def _read_json_list(path: Path) -> list[dict]:
@@ -192,8 +208,11 @@ def resolve_embedding_model(name: str | None) -> OnnxModelFiles:
     if path.suffix == ".onnx" or path.is_file():
         if not path.is_file():
             raise ZslError(f"embedding model file not found: {path}")
-        settings = folder_settings(_find_tokenizer(path).parent, _path_id(path.stem, path))
-        return OnnxModelFiles(path, _find_tokenizer(path), settings)
+        tokenizer = _find_tokenizer(path)
+        # `model.onnx` says nothing of the model: the folders around it do (e5-small-v2/onnx/model.onnx).
+        names = (path.parent.name, tokenizer.parent.name)
+        settings = folder_settings(tokenizer.parent, _path_id(path.stem, path), names)
+        return OnnxModelFiles(path, tokenizer, settings)
     if path.is_dir():
         onnx_path = _find_onnx(path)
         if onnx_path is not None:
@@ -221,18 +240,59 @@ def _converted(folder: Path, model_id: str) -> OnnxModelFiles:
     """The cached ONNX export of a torch model folder, made (and checked against torch) on first use."""
     settings = folder_settings(folder, model_id)
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model_id)[:80]
-    target = paths.home() / "embeddings" / "onnx" / slug
-    recorded = _read_json(target / SETTINGS_FILE)
-    if recorded.get("model_id") != model_id or not (target / "model.onnx").is_file():
+    target = conversion_cache() / slug
+
+    def exported(candidate: Path) -> bool:
+        recorded = _read_json(candidate / SETTINGS_FILE)
+        return recorded.get("model_id") == model_id and (candidate / "model.onnx").is_file()
+
+    if not exported(target):
         from .onnx_export import export_checked
 
-        _atomic_folder(target, lambda staging: export_checked(folder, staging, settings))
+        _atomic_folder(target, lambda staging: export_checked(folder, staging, settings), exported)
     return OnnxModelFiles(target / "model.onnx", target / "tokenizer.json", settings)
+
+
+def conversion_cache() -> Path:
+    """The folder holding one subfolder per model this project converted (`$ZSL_HOME/embeddings/onnx`)."""
+    return paths.home() / "embeddings" / "onnx"
+
+
+def in_conversion_cache(folder: Path) -> bool:
+    """Whether `folder` is one of our own conversions, the only kind of model folder we may delete."""
+    try:
+        return folder.resolve().parent == conversion_cache().resolve()
+    except OSError:
+        return False
 
 
 def conversion_record(files: OnnxModelFiles) -> dict:
     """What the one-time export recorded (torch/onnxruntime versions, the cosine check), if anything."""
     return _read_json(files.onnx_path.parent / SETTINGS_FILE)
+
+
+def position_limit(files: OnnxModelFiles) -> int | None:
+    """The most tokens the model has positions for (`max_position_embeddings` in its Hugging Face
+    config, found beside the ONNX file, its tokenizer or the folder it was converted from), if known."""
+    record = conversion_record(files)
+    if isinstance(record.get("max_position_embeddings"), int):
+        return record["max_position_embeddings"]
+    folders = [files.onnx_path.parent, files.tokenizer_path.parent]
+    if record.get("source"):
+        folders.append(Path(str(record["source"])))
+    for folder in folders:
+        config = _read_json(folder / "config.json")
+        positions = config.get("max_position_embeddings")
+        if isinstance(positions, int) and positions > 0:
+            # RoBERTa-style models number positions after the padding index: two fewer are usable.
+            offset = int(config.get("pad_token_id") or 0) + 1 if "roberta" in str(config.get("model_type")) else 0
+            return positions - offset
+    return None
+
+
+def _capped_length(max_length: int, limit: int | None) -> int:
+    """`max_length` cut to the model's positions: a longer input would crash inside onnxruntime."""
+    return min(max_length, limit) if limit else max_length
 
 
 # ---------------------------------------------------------------------------------------------- encoding
@@ -273,7 +333,8 @@ class OnnxEmbedder:
         settings = self.files.settings
         self.model_id = settings.model_id
         self.pooling = settings.pooling
-        self.max_length = self.options.max_length or settings.max_length
+        self.max_length = _capped_length(self.options.max_length or settings.max_length,
+                                         position_limit(self.files))
         self.query_prefix = settings.query_prefix if self.options.query_prefix is None else self.options.query_prefix
         self.passage_prefix = (
             settings.passage_prefix if self.options.passage_prefix is None else self.options.passage_prefix
@@ -288,19 +349,30 @@ class OnnxEmbedder:
         session_options.intra_op_num_threads = _threads()
         session_options.log_severity_level = 3  # onnxruntime's warnings about unused initializers etc.
         chosen = list(providers or onnx_providers())
-        try:
-            self.session = _session(self.files.onnx_path, session_options, chosen)
-        except ZslError:
-            if not conversion_record(self.files):
-                raise
-            # Our own cached export is damaged (a disk error, a killed copy): convert it again, once.
-            shutil.rmtree(self.files.onnx_path.parent, ignore_errors=True)
-            self.files = resolve_embedding_model(self.options.model)
-            self.session = _session(self.files.onnx_path, session_options, chosen)
+        self.session = self._open_session(session_options, chosen)
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.output_name = self.session.get_outputs()[0].name
         self.providers = self.session.get_providers()
         self._dim: int | None = None
+
+    def _open_session(self, session_options, providers: list[str]):
+        """The onnxruntime session; a damaged export of our own cache is converted again, once. A damaged
+        model anywhere else (a user's folder, even a converted copy) is refused, never deleted."""
+        try:
+            return _session(self.files.onnx_path, session_options, providers)
+        except ZslError as exc:
+            if not conversion_record(self.files):
+                raise
+            folder = self.files.onnx_path.parent
+            if not in_conversion_cache(folder):
+                raise ZslError(
+                    f"{exc} (a damaged converted model? it is outside zsl's conversion cache, so it was "
+                    "left as it is: copy or convert it again)"
+                ) from None
+        # Our own cached export is damaged (a disk error, a killed copy): convert it again.
+        shutil.rmtree(folder, ignore_errors=True)
+        self.files = resolve_embedding_model(self.options.model)
+        return _session(self.files.onnx_path, session_options, providers)
 
     @property
     def dim(self) -> int:

@@ -24,6 +24,8 @@ from .embeddings import OnnxEmbedder
 from .types import Doc
 
 CacheKind = Literal["exact", "semantic"]
+MAX_MATCHES = 100  # (query, cached query, cosine) kept for display, latest last
+SQL_CHUNK = 900  # values per `in (...)`: under SQLite's variable limit (999 before 3.32)
 
 
 class CacheOptions(BaseModel):
@@ -105,9 +107,7 @@ class SemanticDocumentCache:
             docs = self._read(similar)
             if docs is None:
                 return None
-            self.semantic_hits += 1
-            self.matches.append((key.query, found[0], found[1]))
-            del self.matches[:-100]
+            self._matched(key.query, found[0], found[1])
             return docs
 
     def put(self, key: CacheKey, docs: list[Doc]) -> None:
@@ -132,8 +132,8 @@ class SemanticDocumentCache:
         best = int(np.argmax(scores))
         if scores[best] < self.threshold:
             return key
-        self.semantic_hits += 1
-        self.matches.append((key.query, candidates[best].query, float(scores[best])))
+        with self._lock:
+            self._matched(key.query, candidates[best].query, float(scores[best]))
         return candidates[best]
 
     @property
@@ -166,6 +166,12 @@ class SemanticDocumentCache:
 
     # ------------------------------------------------------------------ internals
 
+    def _matched(self, query: str, cached: str, cosine: float) -> None:
+        """Count a semantic hit and remember it, keeping the latest `MAX_MATCHES`."""
+        self.semantic_hits += 1
+        self.matches.append((query, cached, cosine))
+        del self.matches[:-MAX_MATCHES]
+
     def _group(self, key: CacheKey) -> _Group:
         """The group of `key`, read from the documents table on first use in this process."""
         group_key = _group_of(key)
@@ -185,10 +191,7 @@ class SemanticDocumentCache:
         model = self.embedder.model_id
         missing = [q for q in dict.fromkeys(queries) if q not in self._vectors]
         if missing:
-            for row in self.vector_table.rows_where(
-                f"embedding_model = ? and query in ({', '.join('?' * len(missing))})", [model, *missing]
-            ):
-                self._vectors[row["query"]] = np.frombuffer(row["vector"], dtype=np.float16)
+            self._read_vectors(model, missing)
             to_embed = [q for q in missing if q not in self._vectors]
             if to_embed:
                 encoded = self.embedder.encode_queries(to_embed).astype(np.float16)
@@ -201,6 +204,16 @@ class SemanticDocumentCache:
         if not queries:
             return np.zeros((0, dim), dtype=np.float32)
         return np.stack([self._vectors[q] for q in queries]).astype(np.float32)
+
+    def _read_vectors(self, model: str, queries: list[str]) -> None:
+        """Stored vectors of `queries` into memory, `SQL_CHUNK` queries per statement: a group may hold
+        more cached queries than SQLite allows variables in one statement."""
+        for start in range(0, len(queries), SQL_CHUNK):
+            chunk = queries[start:start + SQL_CHUNK]
+            for row in self.vector_table.rows_where(
+                f"embedding_model = ? and query in ({', '.join('?' * len(chunk))})", [model, *chunk]
+            ):
+                self._vectors[row["query"]] = np.frombuffer(row["vector"], dtype=np.float16)
 
     def _read(self, key: CacheKey) -> list[Doc] | None:
         """The documents of a cached row, counting the reuse on that row (not as an exact hit)."""

@@ -12,9 +12,10 @@ default). Response, as Search-R1's `retrieval_server.py` answers: with scores
 pass theirs through; for others the id is a hash of the contents and the score is 1/rank, so that
 callers sorting by score keep the engine's order. Errors are `{"error": "one line"}`: 422 for a body
 that is not valid JSON or breaks the model or the limits, 411/413 for a chunked or oversized body, 408
-for a body not received within the read timeout, 404, 500 when the engine fails (that request only), and
-503 with `Retry-After` when the queue is full or the server is stopping. `GET /health` answers from the
-event loop, never waiting for the engine: `{"status", "engine", "queue_depth", "in_flight", ...}`.
+for a body not received within the read timeout, 404 for an unknown path, 405 (with `Allow`) for a wrong
+method, 500 when the engine fails (that request only), and 503 with `Retry-After` when the queue is full
+or the server is stopping. `GET /health` answers from the event loop, never waiting for the engine:
+`{"status", "engine", "queue_depth", "in_flight", ...}`, with 503 and status "down" if the batcher stopped.
 """
 
 from __future__ import annotations
@@ -93,8 +94,9 @@ class RetrieveRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")  # Search-R1 clients may send fields we do not use
 
     queries: list[str] = Field(min_length=1, description="Search queries, answered in order.")
-    topk: int = Field(DEFAULT_TOPK, ge=1, le=MAX_TOPK, description="Documents per query.")
-    return_scores: bool = Field(False, description="Wrap each document as {document, score}.")
+    # Strict: `true`, `"2"` or `"yes"` is a client's bug to report, not a value to guess.
+    topk: int = Field(DEFAULT_TOPK, ge=1, le=MAX_TOPK, strict=True, description="Documents per query.")
+    return_scores: bool = Field(False, strict=True, description="Wrap each document as {document, score}.")
 
     @field_validator("queries")
     @classmethod
@@ -113,12 +115,14 @@ class RetrieveRequest(BaseModel):
 class RequestError(Exception):
     """An answer other than 200: its status, one-line message and headers."""
 
-    def __init__(self, status: int, message: str, *, retry_after: int | None = None, close: bool = False):
+    def __init__(self, status: int, message: str, *, retry_after: int | None = None, close: bool = False,
+                 allow: str | None = None):
         super().__init__(message)
         self.status = status
         self.message = " ".join(message.split())
         self.retry_after = retry_after
         self.close = close  # the body was not (fully) read: its bytes must not parse as the next request
+        self.allow = allow  # the methods of the route, for a 405
 
 
 def _one_line(exc: ValidationError) -> str:
@@ -231,9 +235,16 @@ class RetrievalService:
         return items
 
     def health(self) -> dict[str, Any]:
+        """The server's state for `GET /health`; a status other than ok/stopping answers 503."""
         batcher = self.batcher
+        if batcher is not None and batcher.closing:
+            status = "stopping"
+        elif batcher is not None and not batcher.running:
+            status = "down"  # the batcher's task ended: no request would be answered
+        else:
+            status = "ok"
         return {
-            "status": "stopping" if batcher is not None and batcher.closing else "ok",
+            "status": status,
             "engine": self.engine.name,
             "queue_depth": len(batcher.waiting) if batcher else 0,
             "in_flight": batcher.in_flight if batcher else 0,
@@ -272,7 +283,8 @@ def build_app(service: RetrievalService) -> Starlette:
         return JSONResponse(await service.retrieve(body))
 
     async def health(request: Any) -> JSONResponse:
-        return JSONResponse(service.health())
+        answer = service.health()
+        return JSONResponse(answer, 503 if answer["status"] == "down" else 200)
 
     async def request_error(request: Any, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestError)
@@ -281,11 +293,20 @@ def build_app(service: RetrievalService) -> Starlette:
             headers["Retry-After"] = str(exc.retry_after)
         if exc.close:
             headers["Connection"] = "close"
+        if exc.allow:
+            headers["Allow"] = exc.allow
         return JSONResponse({"error": exc.message}, exc.status, headers=headers)
 
     async def no_route(request: Any, exc: Exception) -> JSONResponse:
         path = request.url.path.rstrip("/") or "/"
         return await request_error(request, RequestError(404, f"no route {request.method} {path}"))
+
+    async def wrong_method(request: Any, exc: Exception) -> JSONResponse:
+        """A known path asked with another method: 405 and the route's methods in `Allow`."""
+        path = request.url.path.rstrip("/") or "/"
+        allow = (getattr(exc, "headers", None) or {}).get("Allow", "")
+        message = f"method {request.method} not allowed on {path}; use {allow or 'another method'}"
+        return await request_error(request, RequestError(405, message, allow=allow))
 
     async def internal_error(request: Any, exc: Exception) -> JSONResponse:
         return await request_error(request, RequestError(500, f"internal error: {type(exc).__name__}: {exc}"))
@@ -302,7 +323,7 @@ def build_app(service: RetrievalService) -> Starlette:
     routes += [Route(path, health, methods=["GET"]) for path in ("/health", "/health/")]
     return Starlette(
         routes=routes,
-        exception_handlers={RequestError: request_error, 404: no_route, 405: no_route, Exception: internal_error},
+        exception_handlers={RequestError: request_error, 404: no_route, 405: wrong_method, Exception: internal_error},
         lifespan=lifespan,
     )
 

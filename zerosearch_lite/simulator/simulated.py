@@ -11,6 +11,10 @@ words) is replaced by a clean document of a regeneration of the same query, at m
 what still leaks is then dropped ("drop") or replaced by a clean noisy document another query of the same
 batch produced ("retry"), and under "retry" a useful result holding no gold answer is regenerated too.
 Guarded results are cached under their own key, never mixed with unguarded ones.
+
+What counts as a leak is one rule, `holds_answer`: a gold answer written as whole words (punctuation read
+both ways, so "Mary Shelley's" holds "Mary Shelley"), yes/no answers excepted: a comparison question's
+"no" is not something a document can give away, and ordinary prose is full of it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..agent.answers import contains_answer
+from ..agent.answers import contains_answer, normalize_answer
 from ..errors import ZslError
 from ..models.backends.base import GenerationBackend, SamplingParams
 from .cache import CacheKey, DocumentCache, context_key, normalize_query
@@ -32,6 +36,8 @@ from .types import Doc, Mode, SearchContext, SearchResult
 
 GuardMode = Literal["off", "drop", "retry"]
 GUARD_MODES: tuple[GuardMode, ...] = ("off", "drop", "retry")
+LEAK_RULE = "leak2"  # the version of `holds_answer`: part of every key that stores what it decided
+UNLEAKABLE_ANSWERS = frozenset({"yes", "no"})
 
 
 class NoiseGuard(BaseModel):
@@ -49,17 +55,23 @@ class NoiseGuard(BaseModel):
                           "or replaced.")
 
     def active(self, context: SearchContext | None) -> bool:
-        return self.mode != "off" and context is not None and any(a.strip() for a in context.golden_answers)
+        return self.mode != "off" and context is not None and bool(leakable_answers(context.golden_answers))
 
     @property
     def tag(self) -> str:
-        """Part of the cache key's prompt version, so guarded and unguarded results never mix."""
-        return f"+guard-{self.mode}{self.attempts}"
+        """Part of the cache key's prompt version, so guarded and unguarded results never mix (nor results
+        guarded under another leak rule)."""
+        return f"+guard-{self.mode}{self.attempts}-{LEAK_RULE}"
+
+
+def leakable_answers(golden_answers: Sequence[str]) -> list[str]:
+    """The gold answers a document could give away: not empty, not yes/no."""
+    return [a for a in golden_answers if normalize_answer(a) and normalize_answer(a) not in UNLEAKABLE_ANSWERS]
 
 
 def holds_answer(doc: Doc, golden_answers: Sequence[str]) -> bool:
-    """Whether a document's title or text contains a gold answer (normalized, whole words)."""
-    return contains_answer(f"{doc.title} {doc.text}", golden_answers)
+    """Whether a document's title or text gives a gold answer away (whole words; see the module docstring)."""
+    return contains_answer(f"{doc.title} {doc.text}", leakable_answers(golden_answers))
 
 
 class SimulatedSearchEngine(SearchEngine):

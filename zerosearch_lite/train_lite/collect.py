@@ -22,6 +22,7 @@ from ..agent.config import AgentConfig, PolicyConfig
 from ..agent.loop import Agent
 from ..config_cli import flag
 from ..evaluation.datasets import QAExample
+from ..saved_settings import check_rerun
 from ..simulator.config import EngineConfig
 from ..simulator.prompts import get_preset
 from ..simulator.types import Doc, Mode, SearchContext
@@ -29,6 +30,11 @@ from .jsonl import JsonlWriter, read_records
 
 COLLECT_FILE = "trajectories.jsonl"
 SFT_FILE = "sft.jsonl"
+# Settings a rerun into the same folder may change: where the files are (`out`) and how many questions it takes
+# (`limit`: a larger one collects more questions, each once; rows depend only on their own question). Everything
+# else (data and its fields, policy, engine, agent, labelling, preset) changes the rows a question gets, and
+# rows made two ways must not end up in one sft.jsonl.
+RERUN_SETTINGS = frozenset({"out", "limit"})
 REAL_ENGINES = ("corpus", "http")
 
 
@@ -65,6 +71,11 @@ class CollectConfig(BaseModel):
         if self.engine.kind not in REAL_ENGINES:
             raise ValueError(f"collect needs a real engine ({' or '.join(REAL_ENGINES)}), not {self.engine.kind}")
         return self
+
+
+def check_saved_settings(cfg: CollectConfig) -> None:
+    """Refuse to add to `cfg.out` when the collection saved there ran under settings that change its rows."""
+    check_rerun(cfg, Path(cfg.out), "a collection", free=RERUN_SETTINGS)
 
 
 def render_docs(docs: list[Doc]) -> str:

@@ -8,7 +8,8 @@ the whole optimizer step, so accumulated micro-batches give the gradient of one 
 base is 4-bit NF4 with gradient checkpointing and a paged 8-bit AdamW (bitsandbytes); on CPU the same
 loop runs full-precision LoRA.
 A compact own loop rather than TRL's SFTTrainer: it shares checkpoint/resume code with GRPO, checkpoints
-data order and RNG exactly, and needs no `datasets`. Writes `adapter/` and `merged/` in the run folder.
+data order and RNG exactly, and needs no `datasets`. Writes `adapter/` and `merged/` in the run folder (a 4-bit
+run merges into a full-precision copy of the base).
 
     zsl sim sft --data runs/collect/sft.jsonl --out runs/sim-sft --max-steps 40
 """
@@ -27,12 +28,21 @@ from pydantic import BaseModel, Field
 
 from ..config_cli import flag
 from ..errors import ZslError
+from ..saved_settings import check_rerun
+from ..saved_settings import save as save_settings
 from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from .grpo_loss import decoder_and_head, hidden_logprobs
 from .jsonl import read_records
 from .modeling import LoraSettings, add_lora, load_base, load_tokenizer
 
 IGNORE = -100
+# Settings a continued run may change, because the adapter it ends with does not depend on them: where the run
+# is written, how often it checkpoints (resume is exact), whether a merged copy is also written, and two memory
+# knobs that compute the same thing (gradient checkpointing recomputes the same activations; loss_chunk splits
+# the same sum). `max_steps` may change too, so a finished run can be continued for longer (as GRPO's --steps on
+# --resume): the cosine schedule then follows the new length from the resumed step on. Every other setting (data,
+# model, LoRA shape, optimizer, batch, seed, 4-bit base, ...) changes what the saved steps would have been.
+RESUMABLE_SETTINGS = frozenset({"out", "max_steps", "save_every", "merge", "gradient_checkpointing", "loss_chunk"})
 
 
 class SFTConfig(BaseModel):
@@ -171,24 +181,40 @@ def make_optimizer(params, lr: float, paged: bool):
     return torch.optim.AdamW(params, lr=lr)
 
 
+def check_resumable(cfg: SFTConfig, checkpoint: Path | None) -> None:
+    """Refuse to continue the run in `cfg.out` under settings that change its result (see `RESUMABLE_SETTINGS`),
+    or with fewer `max_steps` than its checkpoint has done."""
+    out = Path(cfg.out)
+    check_rerun(cfg, out, "an SFT run", free=RESUMABLE_SETTINGS)
+    done = json.loads((checkpoint / "state.json").read_text())["step"] if checkpoint else 0
+    if done > cfg.max_steps:
+        raise ZslError(f"--max-steps {cfg.max_steps} is fewer than the {done} steps {out} has done")
+
+
 def train_sft(cfg: SFTConfig, *, on_step: Callable[[dict], None] = lambda row: None, model=None, tokenizer=None) -> Path:
-    """Run (or resume) SFT; returns the adapter folder. `model`/`tokenizer` may be passed pre-built (tests)."""
+    """Run (or resume) SFT; returns the adapter folder. `model`/`tokenizer` may be passed pre-built (tests).
+    Inputs and a saved run's settings are checked before anything is loaded; `config.json` is written only
+    once the model and data are ready, so a run that fails to start leaves the folder as it was."""
     import torch
 
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(cfg.model_dump_json(indent=2))
-    torch.manual_seed(cfg.seed)
     from ..models.spec import resolve_model
 
-    if tokenizer is None:
-        tokenizer = load_tokenizer(resolve_model(cfg.model))
-    examples, classes = load_examples(tokenizer, Path(cfg.data), cfg.max_length, cfg.balance, cfg.seed)
+    out = Path(cfg.out)
+    if not Path(cfg.data).is_file():
+        raise ZslError(f"SFT data not found: {cfg.data}")
+    resolved = resolve_model(cfg.model) if tokenizer is None else None
     checkpoint = find_checkpoint(out)
+    check_resumable(cfg, checkpoint)
+    torch.manual_seed(cfg.seed)
+    if tokenizer is None:
+        tokenizer = load_tokenizer(resolved)
+    examples, classes = load_examples(tokenizer, Path(cfg.data), cfg.max_length, cfg.balance, cfg.seed)
     if model is None:
         model = load_base(cfg.model, load_in_4bit=cfg.load_in_4bit, gradient_checkpointing=cfg.gradient_checkpointing)
     lora = LoraSettings(cfg.lora_r, cfg.alpha, cfg.lora_dropout)
     model = add_lora(model, lora, checkpoint / "adapter" if checkpoint else None)
+    out.mkdir(parents=True, exist_ok=True)
+    save_settings(cfg, out)
     device = next(model.parameters()).device
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg.lr, paged=device.type == "cuda")
     start = load_checkpoint(checkpoint, optimizer)["step"] if checkpoint else 0
@@ -230,9 +256,32 @@ def train_sft(cfg: SFTConfig, *, on_step: Callable[[dict], None] = lambda row: N
     save_checkpoint(out, model, optimizer, cfg.max_steps)
     model.save_pretrained(str(out / "adapter"))
     tokenizer.save_pretrained(str(out / "adapter"))
-    quantized = getattr(model.base_model.model, "is_loaded_in_4bit", False)
-    if cfg.merge and not quantized:  # a 4-bit base is merged at export time, from full-precision weights
-        merged = model.merge_and_unload()
-        merged.save_pretrained(str(out / "merged"))
-        tokenizer.save_pretrained(str(out / "merged"))
+    if cfg.merge:
+        quantized = getattr(model.base_model.model, "is_loaded_in_4bit", False)
+        save_merged(model, tokenizer, out, base=cfg.model if quantized else None)
     return out / "adapter"
+
+
+def save_merged(model, tokenizer, out: Path, *, base: str | None = None) -> Path:
+    """`merged/`: the trained adapter merged into its base, written beside and renamed into place. With `base`
+    (a 4-bit run, whose quantized weights cannot take the merge) the adapter is merged into a full-precision
+    copy of the base loaded on the CPU in bf16, as `zsl export` merges, so the GPU holds nothing more."""
+    import shutil
+
+    staging, final = out / ".merged.partial", out / "merged"
+    shutil.rmtree(staging, ignore_errors=True)
+    if base is None:
+        merged = model.merge_and_unload()
+    else:
+        from peft import PeftModel
+
+        from ..models.hf import load_causal_lm
+        from ..models.spec import resolve_model
+
+        full = load_causal_lm(resolve_model(base), device="cpu", dtype="bfloat16")
+        merged = PeftModel.from_pretrained(full, str(out / "adapter")).merge_and_unload()
+    merged.save_pretrained(str(staging))
+    tokenizer.save_pretrained(str(staging))
+    shutil.rmtree(final, ignore_errors=True)
+    staging.rename(final)
+    return final

@@ -10,7 +10,7 @@ from rich.markup import escape
 from ..config_cli import config_command
 from ..console import err, out, progress_bar
 from ..errors import ZslError
-from ..simulator.simulated import NoiseGuard
+from ..simulator.simulated import LEAK_RULE, NoiseGuard
 from .collect import CollectConfig
 from .sft import SFTConfig
 from .sim_eval import SimEvalConfig
@@ -32,10 +32,12 @@ def collect_command(config: CollectConfig) -> None:
     from ..agent.loop import Agent
     from ..evaluation.datasets import load_qa
     from ..models.loading import load_model
+    from ..saved_settings import save as save_settings
     from ..simulator.config import open_engine
-    from .collect import collect
+    from .collect import check_saved_settings, collect
 
     cfg, out_dir = config, Path(config.out)
+    check_saved_settings(cfg)
     dataset = load_qa(cfg.data, question_field=cfg.question_field, answers_field=cfg.answers_field, limit=cfg.limit)
     err.print(dataset.summary())
     engine = open_engine(cfg.engine)
@@ -44,6 +46,7 @@ def collect_command(config: CollectConfig) -> None:
     agent = Agent(loaded.backend, engine, cfg.agent,
                   protocol_grammar=use_protocol_grammar(cfg.agent.grammar, loaded.model))
     try:
+        save_settings(cfg, out_dir)
         with progress_bar() as progress:
             task = progress.add_task("collect", total=len(dataset), info="")
 
@@ -117,7 +120,7 @@ def eval_command(config: SimEvalConfig) -> None:
     def setting(row: tuple[str, str, str | None], mode: str) -> str:  # what must match for a stored row to be reused
         label, model_name, adapter_dir = row
         options = f"{cfg.backend}|{output_version(get_preset(cfg.preset), cfg.structured)}|k={cfg.k}"
-        return f"{label}|{model_name}|{adapter_dir or ''}|{options}|guard={mode}" + \
+        return f"{label}|{model_name}|{adapter_dir or ''}|{options}|{LEAK_RULE}|guard={mode}" + \
             (f"/{cfg.guard_attempts}" if mode != "off" else "")
 
     stored: dict[tuple[str, str], QuestionRow] = {}

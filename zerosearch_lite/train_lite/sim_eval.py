@@ -21,8 +21,10 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from .. import paths
+from ..agent.config import AgentConfig
 from ..config_cli import flag
 from ..evaluation.datasets import QAExample
+from ..simulator.config import EngineConfig
 from ..simulator.simulated import GuardMode, NoiseGuard, SimulatedSearchEngine, holds_answer
 from ..simulator.types import SearchContext, SearchResult
 
@@ -38,10 +40,11 @@ class SimEvalConfig(BaseModel):
                              description="Tuned simulator as a full model: a merged folder or GGUF (repeatable).")
     backend: Literal["auto", "llama.cpp", "transformers"] = Field(
         "transformers", description="Backend of every simulator row (auto: by each model's format).")
-    preset: Literal["zsl", "zerosearch"] = Field("zsl", description="Simulation prompt: zsl or zerosearch.")
+    preset: Literal["zsl", "zerosearch"] = EngineConfig.model_fields["preset"]
     limit: int = Field(10, ge=1, description="Questions evaluated.")
     offset: int = Field(0, ge=0, description="Skip the first N questions (e.g. those used for training).")
-    k: int = Field(5, ge=1, le=20, json_schema_extra=flag("-k"), description="Documents per search.")
+    k: int = AgentConfig.model_fields["k"]
+    # Not the engine's auto default: a tuned simulator is measured as it writes, free, unless asked.
     structured: bool = Field(False, json_schema_extra=flag("--structured/--free"),
                              description="Force exactly k 'Doc i:' lines with a grammar.")
     guard: list[GuardMode] = Field(

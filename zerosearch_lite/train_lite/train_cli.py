@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -84,20 +85,25 @@ def show_command(
     from rich import box
     from rich.table import Table
 
-    from .metrics import read_metrics, run_totals
+    from .metrics import METRICS_FILE, read_metrics, run_totals
 
     if not run_dir.is_dir():
         raise ZslError(f"run directory not found: {run_dir}")
+    if not (run_dir / METRICS_FILE).is_file():  # a GRPO run writes it when it starts, before its first step
+        raise ZslError(f"not a GRPO run directory (no {METRICS_FILE}): {run_dir}")
     rows = read_metrics(run_dir)
     if as_json:
         for row in rows:  # one JSON object a line, never wrapped or indented
             typer.echo(row.model_dump_json())
         return
-    columns = {"step": "step", "reward_mean": "reward", "noise_p": "noise", "noisy_share": "noisy", "kl": "kl",
+    columns = {"step": "step", "reward_mean": "reward", "noise_p": "noise", "noisy_share": "noisy",
+               "guarded_documents": "guarded", "kl": "kl",
                "clip_fraction": "clip", "loss": "loss", "searches_per_question": "srch",
                "zero_variance_groups": "flat", "pool_size": "pool", "pool_share": "pool%", "recovered": "recov",
                "cache_hit_rate": "cache", "heldout_f1": "held F1", "rollout_seconds": "roll s",
                "update_seconds": "upd s"}
+    if not _used_guard(run_dir, rows):
+        del columns["guarded_documents"]
     table = Table(title=f"{run_dir} · {len(rows)} steps", box=box.SIMPLE_HEAD, padding=0, show_edge=False)
     for header in columns.values():
         table.add_column(header, justify="right", no_wrap=True)
@@ -117,6 +123,19 @@ def show_command(
     for row in rows:
         if row.warning:
             err.print(f"[yellow]step {row.step}:[/] {escape(row.warning)}")
+
+
+def _used_guard(run_dir: Path, rows) -> bool:
+    """Whether the run searched with the noise guard on: its config says so (a simulated engine, `self`
+    included, with a guard other than off), or a step caught documents."""
+    if any(row.guarded_documents for row in rows):
+        return True
+    try:
+        engine = json.loads((run_dir / "config.json").read_text(encoding="utf-8")).get("engine") or {}
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(engine, dict) and engine.get("kind", "simulated") in ("simulated", "self") \
+        and engine.get("guard", "off") != "off"
 
 
 def _cell(value) -> str:

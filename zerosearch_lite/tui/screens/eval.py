@@ -20,7 +20,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 from textual_plotext import PlotextPlot
 
-from ...evaluation.compare import render_comparison
+from ...evaluation.compare import is_significant, render_comparison
 from ...evaluation.report import render_markdown
 from ..services import compare_eval_runs, eval_roots, list_eval_runs, read_eval_report
 from .base import ZslScreen
@@ -80,7 +80,7 @@ def comparison_table(result: dict) -> Group:
     for row in result["rows"]:
         first, second = row["runs"][:2]
         d = second["diff"]
-        mark = "" if d["low"] <= 0 <= d["high"] else " *"
+        mark = " *" if is_significant(d) else ""
         table.add_row(row["dataset"], row["metric"], f"{first['mean']:.3f}", f"{second['mean']:.3f}",
                       f"{d['mean']:+.3f} [{d['low']:+.2f}, {d['high']:+.2f}]{mark}")
     runs = result["runs"]
@@ -102,10 +102,11 @@ class CoveragePlot(PlotextPlot):
             return
         plt.title(f"coverage · {entry['name']}")
         ks = [p["k"] for p in entry["pass_at_k"]["strict_em"]]
-        x = [math.log2(k) for k in ks]  # log-scale k, drawn on log2 positions with k as the labels
         for kind, label in (("pass_at_k", "pass"), ("majority_at_k", "maj")):
             for metric, name in (("strict_em", "EM"), ("cover_em", "cover")):
-                plt.plot(x, [p["mean"] for p in entry[kind][metric]], marker="braille", label=f"{label}@k {name}")
+                points = entry[kind][metric]  # majority@k has points only at the report's k columns
+                x = [math.log2(p["k"]) for p in points]  # log-scale k: log2 positions, k as the labels
+                plt.plot(x, [p["mean"] for p in points], marker="braille", label=f"{label}@k {name}")
         ticks = [k for k in ks if k & (k - 1) == 0 or k == ks[-1]]
         plt.xticks([math.log2(k) for k in ticks], [str(k) for k in ticks])
         plt.xlabel("k")
