@@ -56,12 +56,26 @@ def changed_settings(mine: dict, theirs: dict, prefix: str = "") -> list[str]:
     return changed
 
 
+def exclude_spec(names: Collection[str]) -> dict:
+    """Pydantic's `exclude` for dotted setting names: {"out", "engine.http_retry_s"} → {"out": True,
+    "engine": {"http_retry_s": True}}."""
+    spec: dict = {}
+    for name in names:
+        *parents, leaf = name.split(".")
+        node = spec
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = True
+    return spec
+
+
 def check_rerun(cfg: Settings, folder: Path, what: str, *, free: Collection[str]) -> Settings | None:
     """The settings saved in `folder` (None when none), refusing with one line when they differ from `cfg` in
-    anything but the `free` settings: `what` names the run ("an evaluation", "an SFT run")."""
+    anything but the `free` settings (dotted names reach into nested configs): `what` names the run ("an
+    evaluation", "an SFT run")."""
     saved = read_saved(folder, type(cfg), what)
     if saved is not None:
-        exclude = set(free)
+        exclude = exclude_spec(free)
         changed = changed_settings(cfg.model_dump(mode="json", exclude=exclude),
                                    saved.model_dump(mode="json", exclude=exclude))
         if changed:

@@ -48,6 +48,10 @@ def test_max_turns_ends_unfinished_and_a_search_on_the_last_turn_is_not_run():
     assert not traj.finished and traj.stop_reason == "max_turns" and len(traj.searches) == 2
     assert isinstance(traj.steps[-1], Invalid) and "last turn" in traj.steps[-1].reason
     assert len(simulator.history) == 2  # the third search would go unread: the engine never sees it
+    # the refused search keeps the "</search>" that ended it (its ids are trained on), so the transcript
+    # stays well formed and the retry hint does not land inside an open <search>
+    last_turn = [seg.text for seg in traj.segments if seg.generated][-1]
+    assert last_turn.endswith("<search>c</search>")
 
 
 def test_context_limit_ends_unfinished():
@@ -84,3 +88,13 @@ def test_events_stream_tokens_and_steps_and_cancel():
     agent, _, _ = make_agent(["<search>a</search>", "<answer>b</answer>"])
     events = list(agent.events("q", cancelled=lambda: True))
     assert events[-1].trajectory.stop_reason == "cancelled" and not events[-1].trajectory.finished
+
+
+def test_one_turn_under_auto_grammar_answers_at_once():
+    """`--max-turns 1` needs no `--min-searches 0` unless the grammar is forced on: the last turn answers."""
+    from zerosearch_lite.agent.turns import turn_rules
+
+    config = AgentConfig(max_turns=1)  # grammar auto, min_searches 1
+    assert turn_rules(config, 0, 0) == (False, True)
+    agent, _, _ = make_agent(["<think>t</think>\n<answer>Mary Shelley</answer>"], config=config)
+    assert agent.run("who wrote frankenstein?").answer == "Mary Shelley"

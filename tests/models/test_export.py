@@ -203,6 +203,18 @@ def test_verification_catches_a_wrong_tensor_layout(tiny_models, tmp_path, monke
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_wrong_tensor_layout_is_caught_under_a_quantized_target_too(tiny_models, tmp_path, monkeypatch):
+    """A q8_0 file's logits are only judged loosely; its f16 source is checked strictly before quantizing."""
+    from zerosearch_lite.models.export import gguf_convert
+
+    good = export_model(ExportConfig(model=str(tiny_models["llama"]), out=str(tmp_path / "good.gguf"), quant="q8_0"))
+    assert good.card["verification"]["f16_source"]["relative_logit_diff"] < 0.05
+    monkeypatch.setattr(gguf_convert, "rope_pairs_interleaved", lambda weight, n_head: weight)
+    with pytest.raises(ZslError, match="verification failed: f16 logits differ"):
+        export_model(ExportConfig(model=str(tiny_models["llama"]), out=str(tmp_path / "bad.gguf"), quant="q8_0"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.card.json", "good.gguf"]
+
+
 def test_an_interrupted_export_leaves_no_file(tiny_model_dir, tmp_path):
     def interrupt(stage: str, done: int, total: int) -> None:
         if stage.startswith("write") and done == total // 2:

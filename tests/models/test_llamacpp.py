@@ -91,6 +91,15 @@ def test_seed_makes_sampling_reproducible(llama_policy):
     assert first == again and first[0] != first[1]
 
 
+def test_each_prompt_of_a_call_samples_with_its_own_seed(llama_policy):
+    prompt = first_prompt(llama_policy)
+    params = SamplingParams(max_tokens=6, temperature=1.0)
+    apart = llama_policy.generate([prompt, prompt], replace(params, seeds=(5, 6)))
+    assert apart[0].token_ids != apart[1].token_ids  # two samples of one prompt, not one sample twice
+    alone = llama_policy.generate([prompt], replace(params, seed=6))[0]
+    assert alone.token_ids == apart[1].token_ids  # prompt 1's seed, as if it ran alone
+
+
 @pytest.mark.parametrize("rules", [(True, True), (True, False), (False, True)],
                          ids=["search+answer", "search only", "answer only"])
 def test_constrained_turns_parse_under_every_turn_rule(llama_policy, rules):

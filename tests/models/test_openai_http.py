@@ -40,8 +40,19 @@ class CannedServer:
             def log_message(self, *args: object) -> None:  # keep pytest output clean
                 pass
 
+            counted = False  # a POST counted in `in_flight` until its answer starts going out
+
+            def done(self) -> None:
+                """The request leaves `in_flight` before its answer is written: once the client has the answer
+                it may send its next request, which must not find this one still counted."""
+                if self.counted:
+                    with server.lock:
+                        server.in_flight -= 1
+                    self.counted = False
+
             def send(self, status: int, body: bytes, content_type: str = "application/json",
                      headers: dict | None = None) -> None:
+                self.done()
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
@@ -63,17 +74,20 @@ class CannedServer:
                     failing = len(server.requests) <= server.fail_first
                     server.in_flight += 1
                     server.peak_in_flight = max(server.peak_in_flight, server.in_flight)
+                self.counted = True
                 try:
                     self.answer(body, failing)
                 finally:
-                    with server.lock:
-                        server.in_flight -= 1
+                    self.done()
 
             def answer(self, body: dict, failing: bool) -> None:
                 if self.path in ("/v1/load_lora_adapter", "/v1/unload_lora_adapter"):
                     if server.mode == "no-lora":
                         return self.send(404, b'{"detail": "Not Found"}')
                     return self.send(200, b"Success: LoRA adapter updated.", "text/plain")
+                if self.path == "/tokenize" and server.mode == "vllm-context":  # vLLM's, at the server root
+                    words = len(str(body.get("prompt", "")).split())
+                    return self.send(200, json.dumps({"count": words, "tokens": list(range(words))}).encode())
                 if self.path != "/v1/completions":
                     return self.send(404, b"no such route")
                 if failing:
@@ -227,23 +241,51 @@ def test_grammar_is_forwarded_only_when_asked(server):
     assert "grammar" not in server.last_body and "structured_outputs" not in server.last_body
 
 
+def test_a_policy_decoded_under_the_protocol_sends_the_grammar(server):
+    from zerosearch_lite.agent.config import AgentConfig
+    from zerosearch_lite.agent.loop import Agent
+    from zerosearch_lite.simulator.template import TemplateSearchEngine
+
+    backend = OpenAIBackend(server.url)
+    Agent(backend, TemplateSearchEngine(), AgentConfig(grammar="off", max_turns=1, min_searches=0)).run("q?")
+    assert "grammar" not in server.last_body
+    Agent(backend, TemplateSearchEngine(), AgentConfig(grammar="on", max_turns=2)).run("q?")
+    assert "root" in server.last_body["grammar"]  # the protocol (min_searches, a closed turn) goes to the server
+
+
 def test_requests_fit_the_context_window_the_server_reports(make_server):
     server = make_server("vllm-context")
     backend = OpenAIBackend(server.url)
     long_prompt = "a " * 700  # 1,400 bytes, 700 tokens on this server: with 1,445 more it would not fit
     params = SamplingParams(max_tokens=1445)  # a structured simulator call's budget for 5 documents
     assert backend.generate([long_prompt], params)[0].finish_reason == "stop"
-    assert server.last_body["max_tokens"] == 2048 - 1400 - 8
+    # The byte bound (1,408) would cut; the server's /tokenize counts 700, so 1,340 of the 1,445 go out.
+    assert server.last_body["max_tokens"] == 2048 - 700 - 8
+    assert sum(path == "/tokenize" for path, _, _ in server.requests) == 1
     backend.generate([[1] * 100], SamplingParams(max_tokens=4000))
     assert server.last_body["max_tokens"] == 2048 - 100  # token ids count exactly
     backend.generate(["short"], SamplingParams(max_tokens=7))
     assert server.last_body["max_tokens"] == 7
+    assert sum(path == "/tokenize" for path, _, _ in server.requests) == 1  # short prompts are not counted
+    no_tokenize = make_server("docs")  # reports the window, has no /tokenize: the byte bound is kept
+    OpenAIBackend(no_tokenize.url).generate([long_prompt], params)
+    assert no_tokenize.last_body["max_tokens"] == 2048 - 1400 - 8
     silent = make_server("no-models")  # lists no models, so no window: the budget goes as asked
     OpenAIBackend(silent.url).generate([long_prompt], params)
     assert silent.last_body["max_tokens"] == 1445
-    with pytest.raises(ZslError, match="maximum context length is 2048"):  # the bound leaves no room:
-        backend.generate(["word " * 700], params)  # sent as asked, and the server's refusal reported
+    backend.generate(["word " * 700], params)  # 3,500 bytes, past the window by the byte bound; 700 tokens
+    assert server.last_body["max_tokens"] == 2048 - 700 - 8
+    with pytest.raises(ZslError, match="maximum context length is 2048"):  # no room even counted exactly:
+        backend.generate(["w " * 2100], params)  # sent as asked, and the server's refusal reported
     assert server.last_body["max_tokens"] == 1445
+
+
+def test_each_prompt_of_a_call_sends_its_own_seed(make_server):
+    server = make_server("ignore-n")
+    OpenAIBackend(server.url).generate(["a", "a"], SamplingParams(seeds=(5, 9)))
+    assert sorted(b["seed"] for b in server.bodies()) == [5, 9]  # two samples of "a", not one sample twice
+    OpenAIBackend(server.url).generate(["b", "b"], SamplingParams(n=2, seeds=(20, 40)))
+    assert sorted(b["seed"] for b in server.bodies() if b["prompt"] == "b") == [20, 21, 40, 41]  # + sample
 
 
 def test_n_samples_are_prompt_major_with_usage(server):

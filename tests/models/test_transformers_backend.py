@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from conftest import drain
 
@@ -50,6 +52,26 @@ def test_seed_makes_sampling_reproducible(backend):
     assert [c.text for c in first] == [c.text for c in again]
     other = backend.generate(["hello"], SamplingParams(max_tokens=8, temperature=1.0, seed=4, n=2))
     assert [c.text for c in other] != [c.text for c in first]
+
+
+def test_a_seeded_call_leaves_the_callers_random_stream_alone(backend):
+    import torch
+
+    torch.manual_seed(11)
+    expected = torch.rand(3)
+    torch.manual_seed(11)
+    backend.generate(["hello"], SamplingParams(max_tokens=4, temperature=1.0, seed=0))  # a seeded simulator call
+    drain(backend.stream("hello", SamplingParams(max_tokens=4, temperature=1.0, seed=0)))
+    assert torch.equal(torch.rand(3), expected)  # the policy's stream goes on as if the calls never happened
+
+
+def test_prompts_of_one_call_take_their_own_seeds(backend):
+    """A call is seeded by its first prompt's seed: calls of one batch cut into chunks (`--rollout-batch`)
+    are seeded apart, so a chunk of repeated samples does not repeat the previous chunk."""
+    params = SamplingParams(max_tokens=8, temperature=1.0)
+    first = backend.generate(["hello"], replace(params, seeds=(101,)))[0].text
+    second = backend.generate(["hello"], replace(params, seeds=(202,)))[0].text
+    assert first != second and backend.generate(["hello"], replace(params, seeds=(101,)))[0].text == first
 
 
 def test_max_tokens_gives_length(backend):

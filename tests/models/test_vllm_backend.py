@@ -205,6 +205,12 @@ def test_sampling_fields_and_token_prompts_map_to_vllm(fake_vllm, model_dir, wor
     assert "structured_outputs" not in greedy and "logprobs" not in greedy
 
 
+def test_each_prompt_of_a_call_gets_its_own_seed(fake_vllm, model_dir):
+    backend = load_backend(str(model_dir), "vllm", n_ctx=64)
+    backend.generate(["hello", "hello"], SamplingParams(seeds=(3, 8)))
+    assert [p.kwargs["seed"] for p in fake_vllm.instances[-1].calls[-1]["params"]] == [3, 8]
+
+
 def test_completions_are_prompt_major_with_token_ids_without_the_end_token(fake_vllm, model_dir):
     backend = load_backend(str(model_dir), "vllm")
     out = backend.generate(["hello", [5, 6, 7]], SamplingParams(n=2))

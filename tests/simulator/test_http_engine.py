@@ -132,6 +132,18 @@ def test_closed_port_is_a_zsl_error_naming_the_url():
         HttpSearchEngine(f"http://127.0.0.1:{port}", retry_deadline=0).search(["q"], 3)
 
 
+def test_zsl_search_waits_for_an_unreachable_server_only_as_long_as_asked(zsl_home):
+    from typer.testing import CliRunner
+
+    from zerosearch_lite.cli import app
+
+    url = f"http://127.0.0.1:{free_port()}/retrieve"
+    started = time.monotonic()
+    result = CliRunner().invoke(app, ["search", "q", "--engine", "http", "--url", url, "--http-retry-s", "0.5"])
+    assert isinstance(result.exception, ZslError) and time.monotonic() - started < 5  # the CLI prints it in one line
+    assert f"{url} unreachable" in str(result.exception) and "gave up after" in str(result.exception)
+
+
 @pytest.mark.parametrize(
     ("status", "body", "message"),
     [

@@ -43,6 +43,16 @@ def test_contains_labelling(tmp_path):
     assert (stats.useful, stats.noisy) == (1, 1)  # docs hold "Paris", not "Lima"
 
 
+def test_contains_labelling_reads_the_guards_rule_and_yes_no_by_outcome():
+    from zerosearch_lite.train_lite.collect import label
+
+    glued = [Doc("Shelley", "Mary Shelley's first novel.", "corpus")]
+    prose = [Doc("Record", "There is no record of it.", "corpus")]
+    assert label(False, glued, ("Mary Shelley",), "contains") == "useful"  # punctuation is a word boundary
+    assert label(False, prose, ("no",), "contains") == "noisy"  # "no" in prose is not the answer...
+    assert label(True, prose, ("no",), "contains") == "useful"  # ...a yes/no question is labelled by outcome
+
+
 def test_resume_skips_done_questions_and_drops_orphans(tmp_path):
     agent = Agent(FakeBackend(policy_outputs()[:2]), ListEngine(), AgentConfig(grammar="off"))
     collect(agent, EXAMPLES[:1], tmp_path)

@@ -51,6 +51,49 @@ def test_curriculum_at_start_middle_and_end():
     assert Curriculum(base=1.0).noise_probability(50, 100) == pytest.approx(0.25)  # linear limit
 
 
+def test_the_last_training_step_trains_at_p_end():
+    """Training steps 0..m-1 are the paper's i = 1..m: the last one draws noise with p_e, the first just above p_s."""
+    curve = Curriculum(p_start=0.0, p_end=0.5, base=4.0)
+    assert curve.at_step(19, 20) == pytest.approx(0.5)
+    assert 0.0 < curve.at_step(0, 20) < 0.02
+    assert Curriculum(p_start=0.0, p_end=1.0, base=1.0).at_step(0, 2) == pytest.approx(0.5)
+
+
+def test_a_fractional_pool_share_recycles_at_that_rate_on_average():
+    from zerosearch_lite.train_lite.recycle import pool_slots
+
+    assert [pool_slots(0.5, 4, draw) for draw in (0.0, 0.99)] == [2, 2]  # whole: as before
+    assert [pool_slots(0.5, 1, draw) for draw in (0.2, 0.7)] == [1, 0]  # half a question: every other step
+    assert pool_slots(0.0, 8, 0.0) == 0 and pool_slots(1.0, 3, 0.99) == 3
+    draws = [i / 1000 for i in range(1000)]
+    assert sum(pool_slots(0.3, 5, d) for d in draws) / len(draws) == pytest.approx(1.5)
+
+
+def test_ids_a_merged_training_set_repeats_are_made_unique_for_the_pool():
+    from zerosearch_lite.evaluation.datasets import QAExample
+    from zerosearch_lite.train_lite.grpo import unique_ids
+
+    merged = [QAExample("train_0", "a?", ("x",), "nq"), QAExample("train_0", "b?", ("y",), "hotpotqa"),
+              QAExample("train_0", "c?", ("z",), "hotpotqa"), QAExample("q7", "d?", ("w",), "nq")]
+    assert [e.id for e in unique_ids(merged)] == ["nq/train_0", "hotpotqa/train_0", "hotpotqa/train_0#2", "q7"]
+    assert [e.question for e in unique_ids(merged)] == ["a?", "b?", "c?", "d?"]
+    distinct = merged[3:]
+    assert unique_ids(distinct) is distinct  # ids already unique: left alone (a resumed pool keeps its keys)
+
+
+def test_a_kill_between_the_two_renames_of_best_keeps_the_previous_best(tmp_path):
+    import json
+
+    from zerosearch_lite.train_lite.heldout import BEST_FILE, BestAdapter
+
+    aside = tmp_path / ".best.old"  # `offer` moved the old best/ aside, then died before renaming the new one in
+    aside.mkdir()
+    (aside / BEST_FILE).write_text(json.dumps({"step": 5, "strict_em": 0.1, "cover_em": 0.2, "f1": 0.3,
+                                               "searches": 1.0, "answered": 1.0}))
+    best = BestAdapter(tmp_path)
+    assert best.best is not None and best.best.step == 5 and (tmp_path / "best" / BEST_FILE).is_file()
+
+
 # ------------------------------------------------------------------------------------------- loss mask
 
 
@@ -288,6 +331,12 @@ def adapter_weights(trainer) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in trainer.model.named_parameters() if "lora_" in k}
 
 
+def test_a_run_draws_noise_on_the_curriculum_up_to_p_end(scripted, qa_file, tmp_path, tiny_model_dir):
+    cfg = make_cfg(qa_file, tmp_path / "run", steps=2, curriculum=Curriculum(p_start=0.0, p_end=1.0, base=1.0))
+    trainer_for(cfg, tiny_model_dir).train()
+    assert [row.noise_p for row in read_metrics(tmp_path / "run")] == pytest.approx([0.5, 1.0])
+
+
 @pytest.mark.parametrize("policy", ["recycle", "filter", "keep"])
 def test_zero_variance_groups_go_to_the_pool_only_under_recycle(scripted, qa_file, tmp_path, tiny_model_dir, policy):
     cfg = make_cfg(qa_file, tmp_path / policy, zero_variance=policy, steps=1, batch_questions=4)
@@ -519,4 +568,9 @@ def test_a_grpo_step_logs_the_documents_the_noise_guard_caught(tmp_path, tiny_mo
     row = trainer.run_step(0, stopped=lambda: False)
     assert row.searches == 2 and row.noisy_share == 1.0
     assert row.guarded_documents >= 2  # one leaked document per search, caught
+    # every regeneration leaks again: two regenerations per generated search, then the leak is dropped
+    generated = len({p for p, _ in leaky.history})
+    assert row.guard_retries == 2 * generated and row.guard_dropped == row.guarded_documents
+    assert 0 < row.guard_seconds <= row.search_seconds
     assert row.simulator_tokens > 0 and row.search_seconds is not None
+    assert read_metrics(tmp_path / "run")[-1].guard_retries == row.guard_retries  # stored with the step

@@ -137,11 +137,35 @@ def test_train_show_totals_are_the_sums_of_the_step_rows_and_price_them(tmp_path
     steps = [(40, 3, 1200, 2.25, 1), (36, 9, 900, 1.5, 0), (44, 0, 1500, 3.0, 2)]
     for step, (searches, hits, tokens, seconds, guarded) in enumerate(steps, 1):
         store.write(StepMetrics(step=step, reward_mean=0.5, searches=searches, cache_hits=hits,
-                                simulator_tokens=tokens, search_seconds=seconds, guarded_documents=guarded))
+                                simulator_tokens=tokens, search_seconds=seconds, guarded_documents=guarded,
+                                guard_retries=2 * guarded, guard_dropped=guarded // 2, guard_seconds=0.5 * guarded))
     store.close()
     shown = run_zsl("train", "show", str(tmp_path), "--api-price", "7.5", env={"COLUMNS": "300"})
     assert shown.returncode == 0, shown.stderr
     totals = " ".join(shown.stdout.split())
     assert re.search(r"120 searches over 3 steps: 12 cache hits, 108 sent to the engine · simulator: 3600 tokens "
-                     r"in 7 s · a search API at \$7\.5 per 1k queries would have cost \$0\.90 · 3 documents guarded",
+                     r"in 7 s · a search API at \$7\.5 per 1k queries would have cost \$0\.90 · 3 documents guarded "
+                     r"\(6 regenerations in 2 s, 1 dropped\)",
                      totals), totals
+
+
+def test_resume_continues_the_run_where_it_lies_not_where_it_started(tmp_path, monkeypatch):
+    """A run copied elsewhere resumes in the copy: its config's `out` still names the original."""
+    from typer.testing import CliRunner
+
+    from zerosearch_lite.cli import app
+    from zerosearch_lite.train_lite import grpo
+    from zerosearch_lite.train_lite.grpo_config import GRPOConfig
+
+    original, copy = tmp_path / "a", tmp_path / "b"
+    copy.mkdir()
+    (copy / "config.json").write_text(GRPOConfig(data="qa.jsonl", out=str(original)).model_dump_json())
+    seen = {}
+
+    def stop_here(cfg, **_):
+        seen["out"] = cfg.out
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(grpo, "build_trainer", stop_here)
+    CliRunner().invoke(app, ["train", "grpo", "--resume", str(copy)])
+    assert seen["out"] == str(copy) and not original.exists()

@@ -37,7 +37,7 @@ def test_bad_values_are_one_line_errors(monkeypatch):
 
     monkeypatch.setattr(ZslApp, "run", lambda self: None)
     assert run("--screen", "nowhere").exit_code != 0
-    result = run("--max-turns", "1", "--min-searches", "1")
+    result = run("--max-turns", "1", "--min-searches", "1", "--grammar", "on")
     assert isinstance(result.exception, Exception) and "min_searches" in str(result.exception)
 
 

@@ -53,7 +53,9 @@ class AgentConfig(BaseModel):
 
     @model_validator(mode="after")
     def _searches_fit_turns(self) -> AgentConfig:
-        if self.grammar != "off" and self.min_searches >= self.max_turns:
+        # Only where the grammar is surely on: under "auto" it may be off (a model trained on the protocol), and
+        # where it is on the last turn's answer comes first anyway (`turns.turn_rules`).
+        if self.grammar == "on" and self.min_searches >= self.max_turns:
             raise ValueError(
                 f"min_searches ({self.min_searches}) must be below max_turns ({self.max_turns}): "
                 "the last turn is reserved for the answer"

@@ -23,6 +23,7 @@ from .turns import (
     fits_context,
     pending_search,
     prompt_of,
+    require_grammar,
     start_trajectory,
     turn_params,
 )
@@ -40,6 +41,7 @@ class Agent:
         self.config = config or AgentConfig()
         self.constrained = (use_protocol_grammar(self.config.grammar, None) if protocol_grammar is None
                             else protocol_grammar)
+        require_grammar(policy, self.constrained)
 
     def run(self, question: str, *, seed: int | None = None, context: SearchContext | None = None) -> Trajectory:
         for event in self.events(question, seed=seed, context=context):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..models.backends.base import GenerationBackend
 from ..simulator.engine import SearchEngine
@@ -26,6 +26,7 @@ from .turns import (
     fits_context,
     pending_search,
     prompt_of,
+    require_grammar,
     start_trajectory,
     turn_params,
     turn_rules,
@@ -50,6 +51,9 @@ class RolloutStats:
     generate_seconds: float = 0.0
     search_seconds: float = 0.0
     guarded_documents: int = 0  # noisy documents the guard caught holding a gold answer
+    guard_retries: int = 0  # regenerations the guard asked of the simulator
+    guard_dropped: int = 0  # caught documents no regeneration or other query could replace (the search got fewer)
+    guard_seconds: float = 0.0  # simulator time spent on the guard's regenerations (part of search_seconds)
 
     @property
     def cache_hit_rate(self) -> float | None:
@@ -65,14 +69,24 @@ class RolloutStats:
         self.cache_hits += result.cache_hit
         self.simulator_tokens += result.generated_tokens
         self.guarded_documents += result.guard_leaked
+        self.guard_retries += result.guard_retries
+        self.guard_dropped += result.guard_dropped
+        self.guard_seconds += result.guard_seconds
 
 
 @dataclass
 class _Slot:
     traj: Trajectory
     request: RolloutRequest
+    row: int = 0  # position in the run's requests
     turn: int = 0
     done: bool = False
+
+    def seed(self, batch_seed: int | None) -> int | None:
+        """This trajectory's seed: its request's own, else one the batch seed gives its row, else none."""
+        if self.request.seed is not None:
+            return self.request.seed
+        return None if batch_seed is None else batch_seed + 7919 * self.row
 
 
 @dataclass
@@ -87,6 +101,9 @@ class Rollout:
     max_rows: int | None = None  # largest number of rows per generate call (the KV cache is the memory peak)
     stopped: Callable[[], bool] = field(default=lambda: False)
 
+    def __post_init__(self) -> None:
+        require_grammar(self.policy, self.constrained)
+
     def mode(self, noise_p: float | None, rng: random.Random | None) -> Mode | None:
         """The documents a search asks for: the curriculum's draw in training, the agent's setting otherwise."""
         if noise_p is None:
@@ -96,9 +113,9 @@ class Rollout:
 
     def run(self, requests: Sequence[RolloutRequest], *, noise_p: float | None = None,
             rng: random.Random | None = None, batch_seed: int | None = None) -> tuple[list[Trajectory], RolloutStats]:
-        """Every request to an answer or a limit, in order; `stopped()` aborts between turns. A batching backend
-        samples many rows in one call, which takes one seed: `batch_seed` (+ turn), and the requests' own seeds
-        apply where trajectories run one at a time."""
+        """Every request to an answer or a limit, in order; `stopped()` aborts between turns. A trajectory
+        samples turn t with its request's seed + t, in a batch as one at a time; requests without a seed get
+        one from `batch_seed` and their row (none without it)."""
         started = time.perf_counter()
         stats = RolloutStats()
         slots = self._start(requests, stats, noise_p, rng)
@@ -124,8 +141,8 @@ class Rollout:
             stats.search_seconds += time.perf_counter() - tick
             for result in retrieved:
                 stats.count(result)  # type: ignore[arg-type]
-        return [_Slot(start_trajectory(self.policy, r.question, self.method, found), r)
-                for r, found in zip(requests, retrieved, strict=True)]
+        return [_Slot(start_trajectory(self.policy, r.question, self.method, found), r, row)
+                for row, (r, found) in enumerate(zip(requests, retrieved, strict=True))]
 
     def _advance(self, slots: list[_Slot], stats: RolloutStats, noise_p, rng, seed: int | None) -> None:
         started = time.perf_counter()
@@ -161,7 +178,8 @@ class Rollout:
 
     def _generate(self, active: list[_Slot], turn: int, seed: int | None) -> list:
         """One turn for every active slot: one call per group of rows under the same turn rules (hence the
-        same grammar), at most `max_rows` rows a call."""
+        same grammar), at most `max_rows` rows a call. Each row samples with its trajectory's own seed
+        (+ turn), so samples of one question never share one (`SamplingParams.seeds`)."""
         groups: dict[tuple[bool, bool], list[int]] = {}
         for i, slot in enumerate(active):
             groups.setdefault(turn_rules(self.config, turn, len(slot.traj.searches), self.method), []).append(i)
@@ -173,7 +191,9 @@ class Rollout:
             step = self.max_rows or len(indices)
             for start in range(0, len(indices), step):
                 chunk = indices[start : start + step]
-                found = self.policy.generate([prompt_of(active[i].traj) for i in chunk], params)
+                seeds = [active[i].seed(seed) for i in chunk]
+                call = params if None in seeds else replace(params, seeds=tuple(s + turn for s in seeds))
+                found = self.policy.generate([prompt_of(active[i].traj) for i in chunk], call)
                 for i, completion in zip(chunk, found, strict=True):
                     completions[i] = completion
         return completions

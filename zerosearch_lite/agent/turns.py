@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..errors import ZslError
 from ..models.backends.base import Completion, GenerationBackend, Prompt, SamplingParams
 from ..simulator.types import Doc, SearchResult
 from .config import AgentConfig, Method
@@ -76,6 +77,18 @@ def turn_rules(config: AgentConfig, turn: int, searches: int, method: Method = "
     return not last_turn, last_turn or searches >= config.min_searches
 
 
+def require_grammar(policy: GenerationBackend, constrained: bool) -> None:
+    """Decoding under the protocol (`constrained`) needs a backend that applies the grammar: it is what
+    enforces `min_searches` and a well-formed turn. A server backend is told to send it (llama.cpp's server
+    and vLLM apply it); a backend that cannot is refused in one line, never silently decoded free."""
+    if not constrained or policy.supports_grammar:
+        return
+    if hasattr(policy, "send_grammars"):
+        policy.send_grammars()
+        return
+    raise ZslError(f"{policy.model_id} cannot decode under the protocol grammar: use --grammar off")
+
+
 def turn_max_tokens(config: AgentConfig, constrained: bool) -> int:
     """New tokens one turn may take: `max_tokens_per_turn`, or under the grammar what lets its longest turn
     close (`protocol.turn_token_bound`): a grammar bounds characters, so the budget outlasts it and a
@@ -115,10 +128,11 @@ def apply_turn(policy: GenerationBackend, traj: Trajectory, completion: Completi
     traj.turn_usage[-1].add(completion)
     steps = parse_turn(completion.text, completion.finish_reason)
     action = steps[-1]
+    closing = closing_tag(action)  # the stop string that ended the turn (its ids are in the sampled ids)
     if isinstance(action, Search) and not turn_rules(config, turn, len(traj.searches), method)[0]:
         reason = LAST_TURN_SEARCH if method == "agent" else METHOD_SEARCH
         action = steps[-1] = Invalid(completion.text, reason)
-    traj.segments.append(Segment(completion.text + closing_tag(action), generated=True,
+    traj.segments.append(Segment(completion.text + closing, generated=True,
                                  token_ids=completion.token_ids if policy.accepts_token_ids else None))
     traj.steps.extend(steps)
     if isinstance(action, Answer):

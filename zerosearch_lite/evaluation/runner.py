@@ -26,7 +26,7 @@ from .. import paths
 from ..agent.config import AgentConfig, Method, PolicyConfig
 from ..agent.types import Invalid, Trajectory
 from ..config_cli import flag
-from ..saved_settings import check_rerun
+from ..saved_settings import check_rerun, exclude_spec
 from ..saved_settings import save as save_settings
 from ..simulator.config import EngineConfig
 from .datasets import QAExample, load_qa
@@ -34,6 +34,10 @@ from .metrics import SCORERS
 
 PREDICTIONS_FILE = "predictions.jsonl"
 TRAJECTORIES_FILE = "trajectories.jsonl"
+
+
+# Settings a rerun into the same run folder may change: they do not change a prediction.
+RERUN_FREE = frozenset({"out", "bootstrap", "engine.http_retry_s"})
 
 
 class EvalConfig(BaseModel):
@@ -52,7 +56,8 @@ class EvalConfig(BaseModel):
         "answer) or direct (answer without retrieval).",
     )
     samples: int = Field(1, ge=1, le=256, json_schema_extra=flag("--samples", "-n"),
-                         description="Trajectories per question (pass@k and majority@k for k = 1..N).")
+                         description="Trajectories per question (pass@k for k = 1..N, majority@k at k = 1, 2, "
+                         "4, …, N).")
     limit: int | None = Field(None, ge=1, description="The first N questions of each file (a subset: say so).")
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
@@ -79,8 +84,9 @@ class EvalConfig(BaseModel):
         return self
 
     def fingerprint(self) -> str:
-        """A hash of every setting that changes predictions (not where they go, nor how they are summarized)."""
-        settings = self.model_dump(exclude={"out", "bootstrap"})
+        """A hash of every setting that changes predictions (not where they go, how they are summarized, or how
+        long a search server is waited for)."""
+        settings = self.model_dump(exclude=exclude_spec(RERUN_FREE))
         return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
 
     def run_dir(self) -> Path:
@@ -238,7 +244,7 @@ def _append(path: Path, records: list[dict]) -> None:
 def _check_config(run_dir: Path, cfg: EvalConfig) -> None:
     """Refuse a run folder that holds an evaluation under other settings (where the run is written and how many
     resamples summarize it may differ); record the settings of a new one."""
-    if check_rerun(cfg, run_dir, "an evaluation", free={"out", "bootstrap"}) is None:
+    if check_rerun(cfg, run_dir, "an evaluation", free=RERUN_FREE) is None:
         save_settings(cfg, run_dir)
 
 

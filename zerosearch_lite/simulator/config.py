@@ -64,6 +64,10 @@ class EngineConfig(BaseModel):
     corpus: str | None = Field(None, description="JSONL corpus of {id, contents} rows for --engine "
                                "corpus, dense or hybrid.")
     url: str | None = Field(None, description="A /retrieve URL for --engine http.")
+    http_retry_s: float = Field(
+        60.0, ge=0.0, le=3600.0, description="Seconds --engine http keeps retrying a server that is unreachable "
+        "or busy (503/429) before the search fails (0: fail at once): a training run rides out a restart.",
+    )
     embedding_model: str = Field(
         "embedded", description="Sentence-embedding model of the dense and hybrid engines and the semantic "
         "cache: embedded (all-MiniLM-L6-v2, converted to ONNX once), a sentence-transformers folder, an .onnx "
@@ -142,5 +146,6 @@ def open_engine(config: EngineConfig, *, policy: GenerationBackend | None = None
         corpus=config.corpus, url=config.url, cache_path=cache_path, use_cache=config.cache != "off",
         cache_kind="exact" if config.cache == "off" else config.cache, semantic_threshold=config.semantic_threshold,
         embedding_model=config.embedding_model, progress=progress, guard=config.guard,
+        http_retry_s=config.http_retry_s,
         backend_options={"load_in_4bit": True} if config.simulator_4bit else None,
     )

@@ -61,12 +61,14 @@ def build_engine(
     embedding_model: str | None = None,
     progress: Callable[[int, int], None] | None = None,
     guard: str = "off",
+    http_retry_s: float = 60.0,
 ) -> SearchEngine:
     """`backend_options` go to the simulator's backend (e.g. `load_in_4bit` for transformers).
 
     `embedding_model` serves the dense and hybrid engines and the semantic cache (`cache_kind`);
     `progress(done, total)` follows the embedding of a corpus while its dense index is built. `guard` is the
-    simulated engine's noise guard (off, drop or retry; it acts only on searches with gold answers)."""
+    simulated engine's noise guard (off, drop or retry; it acts only on searches with gold answers);
+    `http_retry_s` how long the http engine keeps retrying an unreachable or busy server."""
     if kind == "simulated":
         from ..models.loading import load_backend
         from .simulated import SimulatedSearchEngine
@@ -97,7 +99,7 @@ def build_engine(
             raise ZslError("the http engine needs --url http://HOST:PORT/retrieve")
         from .http_engine import HttpSearchEngine
 
-        return HttpSearchEngine(url)
+        return HttpSearchEngine(url, retry_deadline=http_retry_s)
     if kind == "template":
         from .template import TemplateSearchEngine
 

@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from ..agent.answers import contains_answer, exact_match, token_f1
+from ..agent.answers import exact_match, token_f1
 from ..agent.config import AgentConfig, PolicyConfig
 from ..agent.loop import Agent
 from ..config_cli import flag
@@ -25,6 +25,7 @@ from ..evaluation.datasets import QAExample
 from ..saved_settings import check_rerun
 from ..simulator.config import EngineConfig
 from ..simulator.prompts import get_preset
+from ..simulator.simulated import holds_answer, leakable_answers
 from ..simulator.types import Doc, Mode, SearchContext
 from .jsonl import JsonlWriter, read_records
 
@@ -34,7 +35,8 @@ SFT_FILE = "sft.jsonl"
 # (`limit`: a larger one collects more questions, each once; rows depend only on their own question). Everything
 # else (data and its fields, policy, engine, agent, labelling, preset) changes the rows a question gets, and
 # rows made two ways must not end up in one sft.jsonl.
-RERUN_SETTINGS = frozenset({"out", "limit"})
+# (`engine.http_retry_s`, how long a search server is waited for, changes no row either.)
+RERUN_SETTINGS = frozenset({"out", "limit", "engine.http_retry_s"})
 REAL_ENGINES = ("corpus", "http")
 
 
@@ -122,9 +124,11 @@ def drop_orphan_rows(out_dir: Path, done: set[str]) -> int:
 
 
 def label(traj_correct: bool, docs: list[Doc], golds: tuple[str, ...], how: str) -> Mode:
-    """`outcome`: the trajectory reached a gold answer; `contains`: these documents hold one."""
-    if how == "contains":
-        return "useful" if any(contains_answer(f"{d.title} {d.text}", golds) for d in docs) else "noisy"
+    """`outcome`: the trajectory reached a gold answer; `contains`: these documents hold one, by the noise
+    guard's rule (`holds_answer`). A yes/no question's documents cannot be seen to hold its answer, so
+    `contains` labels those by outcome."""
+    if how == "contains" and leakable_answers(golds):
+        return "useful" if any(holds_answer(d, golds) for d in docs) else "noisy"
     return "useful" if traj_correct else "noisy"
 
 

@@ -17,12 +17,15 @@ finished step, Ctrl-C during an update lets that update finish and saves it.
 
 from __future__ import annotations
 
+import functools
 import random
 import signal
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from ..agent.rollout import Rollout, RolloutRequest, RolloutStats
@@ -35,7 +38,7 @@ from .grpo_config import GRPOConfig
 from .grpo_loss import group_advantages, grpo_loss, token_logprobs, zero_variance
 from .heldout import BestAdapter, HeldOutScore, score_heldout
 from .metrics import MetricsStore, StepMetrics, read_metrics
-from .recycle import PoolState, RecyclePool
+from .recycle import PoolState, RecyclePool, pool_slots
 from .rewards import reward
 from .sequences import tokenize_trajectory
 
@@ -48,18 +51,40 @@ __all__ = ["GRPOConfig", "GRPOTrainer", "build_trainer", "load_run_config"]
 # ---------------------------------------------------------------------------------------------- data order
 
 
+@functools.lru_cache(maxsize=2)
+def epoch_order(n_examples: int, seed: int, epoch: int) -> tuple[int, ...]:
+    """The seeded permutation of one epoch (kept: a 170k-question set would otherwise be shuffled again for
+    every question drawn)."""
+    return tuple(random.Random(seed * 100_003 + epoch).sample(range(n_examples), n_examples))
+
+
 def fresh_questions(n_examples: int, cursor: int, count: int, seed: int, exclude: set[int]) -> tuple[list[int], int]:
     """The next `count` example indices from a seeded per-epoch permutation, skipping `exclude`."""
     out: list[int] = []
     tries = 0
     while len(out) < count and tries < 2 * n_examples + count:
         epoch, offset = divmod(cursor, n_examples)
-        index = random.Random(seed * 100_003 + epoch).sample(range(n_examples), n_examples)[offset]
+        index = epoch_order(n_examples, seed, epoch)[offset]
         cursor += 1
         tries += 1
         if index not in exclude and index not in out:
             out.append(index)
     return out, cursor
+
+
+def unique_ids(examples: list[QAExample]) -> list[QAExample]:
+    """The examples with ids the recycle pool can key on: a merged training set may repeat an id across its
+    sources (`train_0` of NQ and of HotpotQA), so a repeated id becomes `source/id`, then `source/id#n`."""
+    counts = Counter(e.id for e in examples)
+    if max(counts.values(), default=0) < 2:
+        return examples
+    seen: Counter = Counter()
+    unique = []
+    for example in examples:
+        key = f"{example.source}/{example.id}" if counts[example.id] > 1 else example.id
+        seen[key] += 1
+        unique.append(replace(example, id=key if seen[key] == 1 else f"{key}#{seen[key]}"))
+    return unique
 
 
 # ---------------------------------------------------------------------------------------------- interrupts
@@ -99,6 +124,7 @@ class GRPOTrainer:
         from ..models.backends.transformers_backend import TransformersBackend
         from ..simulator.config import open_engine
 
+        examples = unique_ids(examples)
         self.cfg, self.examples, self.model, self.tokenizer = cfg, examples, model, tokenizer
         self.by_id = {e.id: i for i, e in enumerate(examples)}
         self.out = Path(cfg.out)
@@ -165,7 +191,8 @@ class GRPOTrainer:
 
     def _pick(self, step: int) -> tuple[list[QAExample], int]:
         cfg = self.cfg
-        n_pool = int(cfg.recycle_share * cfg.batch_questions) if cfg.zero_variance == "recycle" else 0
+        draw = random.Random(cfg.seed * 7_000_003 + step).random()  # its own stream: the step's rng is untouched
+        n_pool = pool_slots(cfg.recycle_share, cfg.batch_questions, draw) if cfg.zero_variance == "recycle" else 0
         pooled = [self.by_id[q] for q in self.pool.take(n_pool, step) if q in self.by_id]
         fresh, self.cursor = fresh_questions(
             len(self.examples), self.cursor, cfg.batch_questions - len(pooled), cfg.seed, set(pooled)
@@ -259,7 +286,7 @@ class GRPOTrainer:
         rng = random.Random(cfg.seed * 1_000_003 + step)
         pool_before, cursor_before = self.pool.state.model_copy(deep=True), self.cursor
         examples, n_pooled = self._pick(step)
-        noise_p = cfg.curriculum.noise_probability(step, cfg.steps)
+        noise_p = cfg.curriculum.at_step(step, cfg.steps)
         self.model.eval()
         try:
             trajs, stats = self.roll(examples, noise_p, rng, stopped)
@@ -310,6 +337,9 @@ class GRPOTrainer:
                 simulator_tokens=stats.simulator_tokens,
                 search_seconds=stats.search_seconds,
                 guarded_documents=stats.guarded_documents,
+                guard_retries=stats.guard_retries,
+                guard_dropped=stats.guard_dropped,
+                guard_seconds=stats.guard_seconds,
                 rollout_seconds=stats.seconds,
                 update_seconds=update_seconds,
                 lr=cfg.lr,

@@ -3,8 +3,9 @@
 kept as `best/`, and a warning is raised when the run looks like the late collapse peers report (searches per
 question falling toward 0, or the score falling far below its best).
 
-`best/` is written beside and renamed into place, with `best.json` (its step and scores) inside, so a crash
-never leaves half an adapter; a resumed run reads it back and keeps comparing against it.
+`best/` is written beside and renamed into place (the previous one moved aside until then), with `best.json`
+(its step and scores) inside, so a crash never leaves half an adapter or none; a resumed run reads it back
+and keeps comparing against it.
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ class BestAdapter:
 
     def __init__(self, run_dir: Path):
         self.dir = run_dir / BEST_DIR
+        self.previous = run_dir / f".{BEST_DIR}.old"
+        if not self.dir.exists() and self.previous.exists():  # a kill between the two renames of `offer`
+            self.previous.rename(self.dir)
         self.best: HeldOutScore | None = None
         try:
             self.best = HeldOutScore(**json.loads((self.dir / BEST_FILE).read_text()))
@@ -75,8 +79,11 @@ class BestAdapter:
         shutil.rmtree(staging, ignore_errors=True)
         model.save_pretrained(str(staging))
         (staging / BEST_FILE).write_text(json.dumps(asdict(score)))
-        shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(self.previous, ignore_errors=True)
+        if self.dir.exists():  # moved aside, not deleted, until the new one is in place
+            self.dir.rename(self.previous)
         staging.rename(self.dir)
+        shutil.rmtree(self.previous, ignore_errors=True)
         self.best = score
         return True
 

@@ -46,6 +46,9 @@ class StepMetrics(BaseModel):
     search_seconds: float | None = None  # time spent in the engine (the simulator's own compute)
     guarded_documents: int | None = None  # noisy documents the guard caught holding a gold answer (then
     # regenerated, dropped or replaced)
+    guard_retries: int | None = None  # regenerations the guard asked of the simulator
+    guard_dropped: int | None = None  # caught documents dropped (their searches returned fewer than k)
+    guard_seconds: float | None = None  # simulator time of those regenerations (part of search_seconds)
     rollout_seconds: float | None = None
     update_seconds: float | None = None
     lr: float | None = None
@@ -97,6 +100,9 @@ class RunTotals:
     simulator_tokens: int = 0
     search_seconds: float = 0.0
     guarded_documents: int = 0
+    guard_retries: int = 0
+    guard_dropped: int = 0
+    guard_seconds: float = 0.0
 
 
 def run_totals(rows: list[StepMetrics]) -> RunTotals:
@@ -107,6 +113,9 @@ def run_totals(rows: list[StepMetrics]) -> RunTotals:
         totals.simulator_tokens += row.simulator_tokens or 0
         totals.search_seconds += row.search_seconds or 0.0
         totals.guarded_documents += row.guarded_documents or 0
+        totals.guard_retries += row.guard_retries or 0
+        totals.guard_dropped += row.guard_dropped or 0
+        totals.guard_seconds += row.guard_seconds or 0.0
     return totals
 
 

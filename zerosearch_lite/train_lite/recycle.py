@@ -76,3 +76,11 @@ class RecyclePool:
             self.state.entries.append(PoolEntry(id=question_id, added_step=step, last_step=step))
             return "added"
         return "ignored"
+
+
+def pool_slots(share: float, batch_questions: int, draw: float) -> int:
+    """How many of a batch's questions come from the pool: `share` of the batch, the fractional part taken with
+    that probability (`draw` uniform in [0, 1)), so a small batch recycles at the asked rate on average
+    instead of never (0.5 × 1 question would round down to 0 every step)."""
+    whole, fraction = divmod(share * batch_questions, 1.0)
+    return int(whole) + (draw < fraction)

@@ -43,7 +43,9 @@ def grpo_command(
     """GRPO of the policy: noise curriculum, masked <information> tokens, zero-variance query recycling."""
     from .grpo import build_trainer
 
-    cfg = config
+    # A resumed run continues where it lies now, even if it was moved or copied after it started (its saved
+    # `out` names where it started, and writing there would overwrite the original).
+    cfg = config if resume is None else config.model_copy(update={"out": str(resume)})
     err.print(f"loading policy {escape(cfg.policy.name)} and the {cfg.engine.kind} engine …")
     trainer = build_trainer(cfg, resume=resume is not None)
     trainer.on_warning = lambda text: err.print(f"[yellow]warning:[/] {escape(text)}")
@@ -118,7 +120,8 @@ def show_command(
             f"{totals.searches - totals.cache_hits} sent to the engine · simulator: {totals.simulator_tokens} "
             f"tokens in {totals.search_seconds:.0f} s · a search API at ${api_price:g} per 1k queries would have "
             f"cost ${totals.searches * api_price / 1000:.2f}"
-            + (f" · {totals.guarded_documents} documents guarded" if totals.guarded_documents else "")
+            + (f" · {totals.guarded_documents} documents guarded ({totals.guard_retries} regenerations in "
+               f"{totals.guard_seconds:.0f} s, {totals.guard_dropped} dropped)" if totals.guarded_documents else "")
         )
     for row in rows:
         if row.warning:

@@ -33,9 +33,17 @@ class SamplingParams:
     grammar: str | None = None  # GBNF text; applied by backends whose `supports_grammar` is true
     repeat_penalty: float = 1.0  # >1 discourages repeating recent tokens (llama.cpp, transformers)
     logprobs: bool = False  # also return each sampled token's log-probability, where the backend can
+    # One seed per prompt of a `generate` call (overrides `seed`): rows of one batch that are samples of the
+    # same prompt (a question's G rollouts, its N evaluation samples) must not share a seed, or a backend
+    # that seeds each request (vLLM, a server, llama.cpp) returns N copies of one sample.
+    seeds: tuple[int, ...] | None = None
 
     def with_seed(self, offset: int) -> SamplingParams:
         return replace(self, seed=None if self.seed is None else self.seed + offset)
+
+    def for_prompt(self, index: int) -> SamplingParams:
+        """The settings of prompt `index` of the call: its own seed where `seeds` gives one."""
+        return self if self.seeds is None else replace(self, seed=self.seeds[index], seeds=None)
 
 
 @dataclass
@@ -108,7 +116,8 @@ class GenerationBackend(abc.ABC):
 
     @abc.abstractmethod
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[Completion]:
-        """`params.n` completions per prompt, prompt-major: [p0s0, p0s1, ..., p1s0, ...]."""
+        """`params.n` completions per prompt, prompt-major: [p0s0, p0s1, ..., p1s0, ...]. Prompt p samples with
+        `params.for_prompt(p)`'s seed, sample i of it with that seed + i."""
 
     def count_tokens(self, text: str) -> int:
         """Token count of a text; backends without a tokenizer estimate it."""

@@ -42,9 +42,9 @@ class FakeBackend(GenerationBackend):
 
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Completion]:
         out = []
-        for prompt in prompts:
+        for index, prompt in enumerate(prompts):
             for _ in range(params.n):
-                self.history.append((prompt, params))
+                self.history.append((prompt, params.for_prompt(index)))  # each prompt's own seed
                 response = self.queue.popleft() if self.queue else self.default
                 raw = response(prompt) if callable(response) else response
                 words = raw.split()

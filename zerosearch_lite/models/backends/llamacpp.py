@@ -205,9 +205,9 @@ class LlamaCppBackend(GenerationBackend):
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[Completion]:
         out = []
-        for prompt in prompts:
+        for index, prompt in enumerate(prompts):
             for i in range(params.n):
-                steps = self._completion(prompt, params.with_seed(i))
+                steps = self._completion(prompt, params.for_prompt(index).with_seed(i))
                 while True:
                     try:
                         next(steps)

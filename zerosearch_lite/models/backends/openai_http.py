@@ -215,6 +215,11 @@ class OpenAIBackend(GenerationBackend):
         self._loaded_adapters: list[str] = []
         self._use(None)
 
+    def send_grammars(self) -> None:
+        """Send each request's grammar from now on (llama.cpp's server and vLLM apply it; other servers may
+        refuse the fields, which is why it is off until a caller decodes under a grammar)."""
+        self.supports_grammar = True
+
     def _first_model(self) -> str:
         """The first model the server lists; "default" when it lists none or cannot be asked."""
         try:
@@ -273,13 +278,29 @@ class OpenAIBackend(GenerationBackend):
         """`max_tokens` cut so that prompt and completion fit the server's reported context window: vLLM
         refuses a request that asks for more, where the local backends clamp. A text prompt holds at most
         as many tokens as UTF-8 bytes (a token of a byte-level or byte-fallback vocabulary spans at least
-        one), plus what the server adds. Left as it is when the server reports no window, or when by that
-        bound nothing would fit (the server then says what is wrong)."""
+        one), plus what the server adds; only when that bound would cut the request is the prompt counted
+        exactly, by the server's `/tokenize` (a byte is about a quarter of a token, so the bound alone would
+        cut long transcripts' turns to a few tokens). Left as it is when the server reports no window, or when
+        nothing would fit (the server then says what is wrong)."""
         if not self.reported_context:
             return max_tokens
         bound = len(prompt) if isinstance(prompt, list) else len(prompt.encode()) + ADDED_PROMPT_TOKENS
+        if bound + max_tokens > self.reported_context and isinstance(prompt, str):
+            bound = self._count_prompt_tokens(prompt) or bound
         room = self.reported_context - bound
         return min(max_tokens, room) if room > 0 else max_tokens
+
+    def _count_prompt_tokens(self, prompt: str) -> int | None:
+        """The prompt's token count by the server's `/tokenize` (vLLM reads `prompt`, llama.cpp `content`;
+        both at the server's root), with what the server adds at a sequence start; None where it has none."""
+        root = self.base_url.removesuffix("/v1")
+        body = {"model": self.model, "prompt": prompt, "content": prompt, "add_special": True}
+        try:
+            response = self.client.post(f"{root}/tokenize", json=body, timeout=min(self.timeout, MODEL_PROBE_TIMEOUT))
+            tokens = response.json().get("tokens") if response.is_success else None
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return None
+        return len(tokens) + ADDED_PROMPT_TOKENS if isinstance(tokens, list) else None
 
     def _network_error(self, url: str, exc: httpx.HTTPError, attempts: int = 1) -> ZslError:
         if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
@@ -369,7 +390,7 @@ class OpenAIBackend(GenerationBackend):
         if n == 1 or not self._one_choice_per_request:
             def ask_all(index: int) -> _Answer | None:
                 try:
-                    return self._complete(prompts[index], params)
+                    return self._complete(prompts[index], params.for_prompt(index))
                 except ZslError as exc:
                     if n == 1 or ONE_CHOICE_ERROR not in str(exc).lower():
                         raise
@@ -394,7 +415,7 @@ class OpenAIBackend(GenerationBackend):
 
             def ask_one(job: tuple[int, int]) -> _Answer:
                 index, sample = job
-                answer = self._complete(prompts[index], single.with_seed(sample))
+                answer = self._complete(prompts[index], single.for_prompt(index).with_seed(sample))
                 if len(answer.choices) != 1:
                     raise ZslError(f"{url} returned {len(answer.choices)} choices, expected 1")
                 return answer

@@ -216,13 +216,11 @@ class TransformersBackend(GenerationBackend):
         kwargs = self._generate_kwargs(params, width)
         clock = _PrefillClock()
         kwargs["logits_processor"] = _with_clock(clock, kwargs.get("logits_processor"))
-        if params.seed is not None:
-            torch.manual_seed(params.seed)
         # Greedy samples of one prompt are identical (and transformers refuses n > 1 without sampling):
         # decode each prompt once and repeat it.
         copies = params.n if kwargs["do_sample"] else 1
         clock.start()
-        with _sampling_mode(self.model), torch.no_grad():
+        with _seeded(params.for_prompt(0).seed), _sampling_mode(self.model), torch.no_grad():
             output = self.model.generate(**batch, num_return_sequences=copies, **kwargs)
         # One batched call: each row is charged an equal share, so summing rows gives the call's time.
         prefill, decode = (t / len(output) for t in clock.split())
@@ -258,11 +256,9 @@ class TransformersBackend(GenerationBackend):
                 result["error"] = exc
                 streamer.end()  # unblocks the consuming loop, which would otherwise wait forever
 
-        if params.seed is not None:
-            torch.manual_seed(params.seed)
         clock.start()
         raw, emitted = "", ""
-        with _sampling_mode(self.model):
+        with _seeded(params.seed), _sampling_mode(self.model):
             worker = threading.Thread(target=run, name="zsl-transformers-stream", daemon=True)
             _LIVE_WORKERS[worker] = cancel
             worker.start()
@@ -329,6 +325,23 @@ def _with_clock(clock: _PrefillClock, processors: Any) -> Any:
     from transformers import LogitsProcessorList
 
     return LogitsProcessorList([clock, *(processors or [])])
+
+
+@contextmanager
+def _seeded(seed: int | None) -> Iterator[None]:
+    """Sample from `seed` without touching the caller's random streams: torch's global generators are saved
+    and restored around the call (a seeded simulator call inside a GRPO step would otherwise reset the
+    policy's sampling stream to the same point in every step). One generator serves a whole batch, so a
+    batch is seeded once; its rows draw different numbers from it."""
+    import torch
+
+    if seed is None:
+        yield
+        return
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 @contextmanager

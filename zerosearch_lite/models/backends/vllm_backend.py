@@ -196,7 +196,8 @@ class VLLMBackend(GenerationBackend):
             raise ZslError(f"prompt of {longest} tokens does not fit the context window of "
                            f"{self.context_size} tokens")
         logprobs = bool(getattr(params, "logprobs", False))
-        sampling = [self._sampling_params(vllm, params, len(ids), logprobs) for ids in encoded]
+        sampling = [self._sampling_params(vllm, params.for_prompt(i), len(ids), logprobs)
+                    for i, ids in enumerate(encoded)]
         if self.asleep:
             self.wake_up()  # a forgotten wake_up() would otherwise fail deep inside vLLM
         started = time.perf_counter()

@@ -289,6 +289,15 @@ def export_loaded(
         hp = write_model(written, model, _vocab_writer(base, model.config.vocab_size), float_type=float_type,
                          name=out.stem, progress=progress)
         seconds["write"] = time.perf_counter() - mark
+        intermediate = None
+        if ref is not None and quant not in FLOAT_QUANTS:
+            # A quantized file's logits can only be judged loosely; its f16 source is judged strictly first,
+            # so a conversion that scrambles a tensor fails here whatever the final quantization.
+            progress("verify f16", 0, 1)
+            mark = time.perf_counter()
+            intermediate = verify_model(written, ref, float_type, threads=threads)
+            seconds["verify_f16"] = time.perf_counter() - mark
+            progress("verify f16", 1, 1)
         if quant not in FLOAT_QUANTS:
             progress(f"quantize {quant}", 0, 1)
             mark = time.perf_counter()
@@ -303,6 +312,8 @@ def export_loaded(
             progress("verify", 0, 1)
             mark = time.perf_counter()
             verification = verify_model(written, ref, quant, threads=threads)
+            if intermediate is not None:
+                verification["f16_source"] = intermediate
             seconds["verify"] = time.perf_counter() - mark
             progress("verify", 1, 1)
         before = seconds.get("load", 0.0) + seconds.get("merge", 0.0)
