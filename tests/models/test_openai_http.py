@@ -141,6 +141,8 @@ class CannedServer:
                         "stop_reason": stop_reason, "token_ids": ids, "logprobs": logprobs}
 
             def sse(self) -> bytes:
+                if server.mode == "cut-stream":  # the connection drops mid-answer: no finish, no [DONE]
+                    return b'data: {"choices": [{"text": "<answer>Pa", "index": 0, "finish_reason": null}]}\n\n'
                 events = [
                     ": keep-alive comment",
                     'data: {"choices": [{"text": "Hel", "index": 0, "finish_reason": null, "token_ids": [7]}]}',
@@ -449,6 +451,12 @@ def test_bad_answers_are_one_line_errors(make_server, mode, cause):
         backend.generate(["p"], SamplingParams())
     message = str(caught.value)
     assert "\n" not in message and f"{server.url}/v1/completions" in message
+
+
+def test_a_stream_cut_off_mid_answer_is_an_error_not_a_finished_turn(make_server):
+    stream = OpenAIBackend(make_server("cut-stream").url).stream("q", SamplingParams())
+    with pytest.raises(ZslError, match="closed its event stream before finishing"):
+        drain(stream)
 
 
 def test_stream_error_status(make_server):

@@ -512,13 +512,14 @@ class OpenAIBackend(GenerationBackend):
         ids: list[int] | None = None
         finish, stop_reason, stop_reason_known = "stop", None, False
         usage: _Usage | None = None
+        ended: list[str] = []  # "done" once the server says the stream is complete
         try:
             body = self._body(wire, replace(params, n=1), stream=True)
             with self.client.stream("POST", url, json=body) as response:
                 if not response.is_success:
                     message = _server_message(response.read())
                     raise ZslError(f"{url} answered {response.status_code}: {message}")
-                for event in self._events(url, response.iter_lines()):
+                for event in self._events(url, response.iter_lines(), ended):
                     usage = event.usage or usage
                     if not event.choices:
                         continue
@@ -529,10 +530,14 @@ class OpenAIBackend(GenerationBackend):
                         parts.append(choice.text)
                         yield choice.text
                     finish = choice.finish_reason or finish
+                    if choice.finish_reason:
+                        ended.append("finish")
                     if "stop_reason" in choice.model_fields_set and choice.finish_reason:
                         stop_reason, stop_reason_known = choice.stop_reason, True
         except httpx.HTTPError as exc:
             raise self._network_error(url, exc) from None
+        if not ended:  # cut off mid-answer: a complete-looking turn must not be taken from a broken stream
+            raise ZslError(f"{url} closed its event stream before finishing the completion")
         text = "".join(parts)
         ids = sampled_ids(ids, finish, stop_reason, stop_reason_known)
         if usage and usage.prompt_tokens:
@@ -544,13 +549,15 @@ class OpenAIBackend(GenerationBackend):
                           token_ids=ids)
 
     @staticmethod
-    def _events(url: str, lines: Iterator[str]) -> Iterator[_StreamEvent]:
-        """Server-sent events: `data: {json}` lines up to `data: [DONE]`; other lines are skipped."""
+    def _events(url: str, lines: Iterator[str], ended: list[str]) -> Iterator[_StreamEvent]:
+        """Server-sent events: `data: {json}` lines up to `data: [DONE]` (noted in `ended`); other lines are
+        skipped."""
         for line in lines:
             if not line.startswith("data:"):
                 continue
             data = line[len("data:"):].strip()
             if data == "[DONE]":
+                ended.append("done")
                 return
             try:
                 payload = json.loads(data)
