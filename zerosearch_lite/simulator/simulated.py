@@ -66,7 +66,7 @@ class NoiseGuard(BaseModel):
 
 def leakable_answers(golden_answers: Sequence[str]) -> list[str]:
     """The gold answers a document could give away: not empty, not yes/no."""
-    return [a for a in golden_answers if normalize_answer(a) and normalize_answer(a) not in UNLEAKABLE_ANSWERS]
+    return [a for a in golden_answers if (norm := normalize_answer(a)) and norm not in UNLEAKABLE_ANSWERS]
 
 
 def holds_answer(doc: Doc, golden_answers: Sequence[str]) -> bool:

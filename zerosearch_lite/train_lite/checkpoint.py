@@ -31,11 +31,17 @@ def save_checkpoint(run_dir: str | Path, model, optimizer, step: int, extra: dic
         tmp / "trainer_state.pt",
     )
     (tmp / "state.json").write_text(json.dumps({"step": step, **(extra or {})}))
+    return swap_in(tmp, final, old)
+
+
+def swap_in(staging: Path, final: Path, aside: Path) -> Path:
+    """Rename the finished folder `staging` to `final`. The previous `final` waits at `aside` until the new one
+    is in place, so a kill between the two renames leaves one whole copy (at `aside`: readers fall back to it)."""
     if final.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(aside, ignore_errors=True)
+        final.rename(aside)
+    staging.rename(final)
+    shutil.rmtree(aside, ignore_errors=True)
     return final
 
 

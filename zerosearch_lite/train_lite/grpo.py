@@ -32,6 +32,7 @@ from ..agent.rollout import Rollout, RolloutRequest, RolloutStats
 from ..agent.types import Trajectory
 from ..errors import ZslError
 from ..evaluation.datasets import QAExample
+from ..saved_settings import CONFIG_FILE
 from ..simulator.types import SearchContext
 from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from .grpo_config import GRPOConfig
@@ -42,7 +43,6 @@ from .recycle import PoolState, RecyclePool, pool_slots
 from .rewards import reward
 from .sequences import tokenize_trajectory
 
-CONFIG_FILE = "config.json"
 ROLLOUT_ADAPTER = "rollout-adapter"  # the adapter a separate rollout backend reads after each update
 
 __all__ = ["GRPOConfig", "GRPOTrainer", "build_trainer", "load_run_config"]

@@ -19,6 +19,7 @@ from ..agent.rollout import Rollout, RolloutRequest
 from ..evaluation.datasets import QAExample
 from ..evaluation.metrics import SCORERS
 from ..simulator.types import SearchContext
+from .checkpoint import swap_in
 
 BEST_DIR = "best"
 BEST_FILE = "best.json"
@@ -79,11 +80,7 @@ class BestAdapter:
         shutil.rmtree(staging, ignore_errors=True)
         model.save_pretrained(str(staging))
         (staging / BEST_FILE).write_text(json.dumps(asdict(score)))
-        shutil.rmtree(self.previous, ignore_errors=True)
-        if self.dir.exists():  # moved aside, not deleted, until the new one is in place
-            self.dir.rename(self.previous)
-        staging.rename(self.dir)
-        shutil.rmtree(self.previous, ignore_errors=True)
+        swap_in(staging, self.dir, self.previous)
         self.best = score
         return True
 

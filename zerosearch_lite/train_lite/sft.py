@@ -30,7 +30,7 @@ from ..config_cli import flag
 from ..errors import ZslError
 from ..saved_settings import check_rerun
 from ..saved_settings import save as save_settings
-from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint, swap_in
 from .grpo_loss import decoder_and_head, hidden_logprobs
 from .jsonl import read_records
 from .modeling import LoraSettings, add_lora, load_base, load_tokenizer
@@ -268,7 +268,7 @@ def save_merged(model, tokenizer, out: Path, *, base: str | None = None) -> Path
     copy of the base loaded on the CPU in bf16, as `zsl export` merges, so the GPU holds nothing more."""
     import shutil
 
-    staging, final = out / ".merged.partial", out / "merged"
+    staging = out / ".merged.partial"
     shutil.rmtree(staging, ignore_errors=True)
     if base is None:
         merged = model.merge_and_unload()
@@ -282,6 +282,4 @@ def save_merged(model, tokenizer, out: Path, *, base: str | None = None) -> Path
         merged = PeftModel.from_pretrained(full, str(out / "adapter")).merge_and_unload()
     merged.save_pretrained(str(staging))
     tokenizer.save_pretrained(str(staging))
-    shutil.rmtree(final, ignore_errors=True)
-    staging.rename(final)
-    return final
+    return swap_in(staging, out / "merged", out / ".merged.old")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -131,14 +130,15 @@ def show_command(
 def _used_guard(run_dir: Path, rows) -> bool:
     """Whether the run searched with the noise guard on: its config says so (a simulated engine, `self`
     included, with a guard other than off), or a step caught documents."""
+    from .grpo import load_run_config
+
     if any(row.guarded_documents for row in rows):
         return True
     try:
-        engine = json.loads((run_dir / "config.json").read_text(encoding="utf-8")).get("engine") or {}
-    except (OSError, ValueError, AttributeError):
+        engine = load_run_config(run_dir).engine
+    except ZslError:  # no config, or one this version cannot read: only the rows can tell
         return False
-    return isinstance(engine, dict) and engine.get("kind", "simulated") in ("simulated", "self") \
-        and engine.get("guard", "off") != "off"
+    return engine.kind in ("simulated", "self") and engine.guard != "off"
 
 
 def _cell(value) -> str:
